@@ -1,0 +1,40 @@
+"""Error types of vlreward. They know nothing about HTTP: serve/errors.py maps them to statuses."""
+
+
+class VLRewardError(Exception):
+    """Root of every error vlreward raises on purpose."""
+
+    code = "vlreward_error"
+
+
+class UnknownModelError(VLRewardError, KeyError):
+    """Raised when a model name is neither registered nor a checkpoint directory under the model root."""
+
+    code = "unknown_model"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else self.code
+
+
+class InvalidVideoError(VLRewardError, ValueError):
+    """Raised when frames are not a decodable, non-empty uint8 [T, H, W, 3] video."""
+
+    code = "invalid_video"
+
+
+class InvalidTaskError(VLRewardError, ValueError):
+    """Raised when a goal is missing, empty, too long, or of a kind the model does not accept."""
+
+    code = "invalid_task"
+
+
+class InvalidCheckpointError(VLRewardError, ValueError):
+    """Raised when a checkpoint is malformed, outside the model root, or not weights-only."""
+
+    code = "invalid_checkpoint"
+
+
+class ModelNotReadyError(VLRewardError, RuntimeError):
+    """Raised when a reward model (local or remote) cannot answer right now; retry later."""
+
+    code = "model_not_ready"

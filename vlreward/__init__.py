@@ -1,0 +1,1 @@
+"""The `vlreward` command line over rewards/, serve/, rl/ and envs/."""
