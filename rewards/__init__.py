@@ -1,0 +1,18 @@
+"""vlreward's reward models and their math: plain torch/numpy, no Ray, no HTTP."""
+
+from rewards.base import GOAL_KINDS, Goal, GoalEmbedding, RewardModel, Score, goal_digest
+from rewards.errors import (
+    InvalidCheckpointError,
+    InvalidTaskError,
+    InvalidVideoError,
+    ModelNotReadyError,
+    UnknownModelError,
+    VLRewardError,
+)
+from rewards.registry import DEFAULT_MODEL, get_config, list_models, load_model
+
+__all__ = [
+    "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidTaskError",
+    "InvalidVideoError", "ModelNotReadyError", "RewardModel", "Score", "UnknownModelError", "VLRewardError",
+    "get_config", "goal_digest", "list_models", "load_model",
+]

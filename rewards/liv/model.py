@@ -1,0 +1,109 @@
+"""The LIV critic as an nn.Module (no file I/O) and its training loss (design §4.1)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rewards.math import cosine_similarity
+
+
+@dataclass(frozen=True)
+class LIVConfig:
+    """Everything needed to rebuild a LIV critic and preprocess its frames; saved as config.json."""
+
+    architecture: str = "liv"
+    embed_dim: int = 128
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    text_backbone: str = "all-minilm-l6-v2"
+    text_dim: int = 384
+    gamma: float = 0.98
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LIVConfig":
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class ImageEncoder(nn.Module):
+    """Strided conv stack -> flattened feature map -> linear embedding; keeps where things are in the frame."""
+
+    def __init__(self, config: LIVConfig):
+        super().__init__()
+        layers, in_channels = [], 3
+        for out_channels in config.channels:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GroupNorm(8, out_channels), nn.GELU()]
+            in_channels = out_channels
+        self.convs = nn.Sequential(*layers)
+        side = config.image_size // 2 ** len(config.channels)
+        self.head = nn.Linear(in_channels * side * side, config.embed_dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, 3, S, S] -> embeddings [B, D]."""
+        return self.head(self.convs(pixels).flatten(1))
+
+
+class LIVCritic(nn.Module):
+    """Image encoder φ and a projection ψ of frozen sentence features into one embedding space."""
+
+    def __init__(self, config: LIVConfig):
+        super().__init__()
+        self.config = config
+        self.image_encoder = ImageEncoder(config)
+        self.text_projection = nn.Sequential(
+            nn.Linear(config.text_dim, 256), nn.GELU(), nn.Linear(256, config.embed_dim)
+        )
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, 3, S, S] -> φ(o) [B, D]."""
+        return self.image_encoder(pixels)
+
+    def encode_text(self, sentence_features: torch.Tensor) -> torch.Tensor:
+        """frozen sentence features [B, text_dim] -> ψ(l) [B, D]."""
+        return self.text_projection(sentence_features)
+
+
+def vip_loss(e_start, e_t, e_next, goal, gamma: float) -> torch.Tensor:
+    """VIP's value loss with self-reward −1 and V = cos / (1 − γ); all inputs [B, D].
+
+    log(mean(exp(x))) is computed as logsumexp − log B, which is the reference formula without overflow.
+    """
+    scale = 1.0 / (1.0 - gamma)
+    v_start = cosine_similarity(e_start, goal) * scale
+    v_t = cosine_similarity(e_t, goal) * scale
+    v_next = cosine_similarity(e_next, goal) * scale
+    advantage = -(-1.0 + gamma * v_next - v_t)
+    return (1.0 - gamma) * -v_start.mean() + torch.logsumexp(advantage, 0) - math.log(advantage.numel())
+
+
+def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy over raw cosines (no temperature) of matching rows in the batch."""
+    logits = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The LIV objective: InfoNCE(φ(o_end), ψ(l)) + VIP(g = φ(o_g)) + VIP(g = ψ(l)).
+
+    pixels [B, 5, 3, S, S] holds (o_0, o_g, o_t, o_{t+1}, o_end) per video; sentence_features [B, text_dim].
+    """
+    batch, stack = pixels.shape[:2]
+    embeddings = critic.encode_images(pixels.flatten(0, 1)).view(batch, stack, -1)
+    e_start, e_goal, e_t, e_next, e_end = embeddings.unbind(1)
+    e_text = critic.encode_text(sentence_features)
+    gamma = critic.config.gamma
+    losses = {
+        "info_nce": info_nce(e_end, e_text),
+        "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma),
+        "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma),
+    }
+    total = sum(losses.values())
+    return total, {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}

@@ -1,0 +1,33 @@
+"""Frame checks and the one preprocessing function per backbone (uint8 frames in, float pixels out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rewards.errors import InvalidVideoError
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Return `frames` if they are a non-empty uint8 [T, H, W, 3] array, else raise InvalidVideoError."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        dtype = getattr(frames, "dtype", type(frames).__name__)
+        raise InvalidVideoError(f"frames must be a uint8 array, got {dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidVideoError(f"frames must have shape [T, H, W, 3], got {list(frames.shape)}")
+    if min(frames.shape[:3]) == 0:
+        raise InvalidVideoError(f"frames must be non-empty, got shape {list(frames.shape)}")
+    return frames
+
+
+def preprocess_small_cnn(
+    frames: np.ndarray, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], device: str = "cpu"
+) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> normalised pixels float32 [T, 3, S, S] (bilinear, antialiased)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    if pixels.shape[-2:] != (image_size, image_size):
+        pixels = F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", antialias=True)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (pixels - mean_t) / std_t

@@ -1,0 +1,1 @@
+"""The vlreward Ray Serve application: HTTP ingress, model replicas, Python client. No reward math here."""

@@ -1,0 +1,53 @@
+"""Pydantic schemas: the REST API's bodies and its OpenAPI documentation in one place."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoreResponse(BaseModel):
+    """Per-frame values and rewards of one trajectory (design §5)."""
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    model: str
+    num_frames: int
+    values: list[float]
+    rewards: list[float]
+    episode_return: float = Field(alias="return", description="sum of rewards")
+
+
+class BatchScoreResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    results: list[ScoreResponse]
+
+
+class EmbedResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    kind: str
+    digest: str
+    vector: list[float]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str
+    goal_kinds: list[str]
+    version: str
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

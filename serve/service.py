@@ -1,0 +1,55 @@
+"""RewardService: one RewardModel plus a goal-embedding cache, usable and testable without Ray."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+
+from rewards import Goal, GoalEmbedding, RewardModel, goal_digest
+from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
+
+
+class RewardService:
+    """Scores trajectories with one model; goals are embedded once and kept in an LRU cache."""
+
+    def __init__(self, model: RewardModel, goal_cache_size: int = 1024):
+        self.model = model
+        self.goal_cache_size = goal_cache_size
+        self._goal_cache: OrderedDict[str, GoalEmbedding] = OrderedDict()
+        self.cache_hits = self.cache_misses = 0
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.model.name, kind=type(self.model).__name__, goal_kinds=list(self.model.goal_kinds),
+                         version=self.model.version)
+
+    def embed_goal(self, goal: Goal) -> GoalEmbedding:
+        """The model's embedding of `goal`, from the cache when this goal was seen before."""
+        if isinstance(goal, GoalEmbedding):
+            return goal
+        key = goal_digest(goal)
+        if key in self._goal_cache:
+            self.cache_hits += 1
+            self._goal_cache.move_to_end(key)
+            return self._goal_cache[key]
+        self.cache_misses += 1
+        embedding = self.model.embed_goal(goal)
+        self._goal_cache[key] = embedding
+        if len(self._goal_cache) > self.goal_cache_size:
+            self._goal_cache.popitem(last=False)
+        return embedding
+
+    def embed(self, goal: Goal) -> EmbedResponse:
+        embedding = self.embed_goal(goal)
+        return EmbedResponse(model=self.model.name, kind=embedding.kind, digest=embedding.digest,
+                             vector=embedding.vector.tolist())
+
+    def score_many(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[ScoreResponse]:
+        """Score several trajectories in one model call (the cross-request batch)."""
+        scores = self.model.score_batch(trajectories, [self.embed_goal(goal) for goal in goals])
+        return [
+            ScoreResponse(model=self.model.name, num_frames=len(score.values), values=score.values.tolist(),
+                          rewards=score.rewards.tolist(), episode_return=score.episode_return)
+            for score in scores
+        ]
