@@ -30,7 +30,7 @@ class Args:
     objective: str = arg("liv", "training objective", choices=["liv"])
     init: str = arg("", "checkpoint directory to fine-tune from (empty: random init)")
     steps: int = arg(1500, "gradient steps")
-    batch_size: int = arg(64, "videos per step")
+    batch_size: int = arg(32, "videos per step")
     lr: float = arg(3e-4, "Adam learning rate (1e-4..3e-4 from scratch, 1e-5 to fine-tune)")
     embed_dim: int = arg(128, "embedding size of the shared image-text space")
     image_size: int = arg(64, "side of the square frames the image encoder sees")

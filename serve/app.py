@@ -46,3 +46,26 @@ def build_app(args: dict | ServeArgs) -> Application:
                 "max_body_bytes": args.max_body_bytes, "max_frames": args.max_frames,
                 "max_pixels_per_frame": args.max_pixels_per_frame}
     return Gateway.options(ray_actor_options={"num_cpus": 0}).bind(handles, settings)
+
+
+def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
+    """Start (or join, with `address`) a Ray cluster with settings that suit small machines."""
+    import os
+
+    import ray
+
+    # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
+
+
+def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> str:
+    """Run the application on a local (or the given) Ray cluster and return its URL."""
+    from ray import serve
+
+    init_ray(address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name="vlreward", route_prefix="/")
+    return f"http://{host}:{port}"

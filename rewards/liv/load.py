@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rewards.errors import InvalidCheckpointError
@@ -37,7 +38,7 @@ def load_critic(directory: str | Path) -> tuple[LIVCritic, str]:
         weights = directory / WEIGHTS_FILE
         critic = LIVCritic(config)
         critic.load_state_dict(load_file(str(weights)))
-    except (OSError, ValueError, RuntimeError, TypeError) as error:
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as error:
         raise InvalidCheckpointError(f"cannot load LIV checkpoint {directory}: {error}") from None
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
     return critic, digest

@@ -19,7 +19,7 @@ class LIVConfig:
     architecture: str = "liv"
     embed_dim: int = 128
     image_size: int = 64
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 64)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     text_backbone: str = "all-minilm-l6-v2"

@@ -1,0 +1,67 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from envs.babyai import Episode, make_env, rollout
+
+
+def test_observation_and_info_shapes():
+    env = make_env("GoToRedBall", seed=0)
+    obs, info = env.reset()
+    assert env.action_space == gym.spaces.Discrete(7)
+    assert obs.shape == (7 * 7 * 3 + 4,) and obs.dtype == np.float32
+    assert env.observation_space.contains(obs)
+    assert obs[-4:].sum() == 1.0  # one-hot direction
+    assert info["frame"].shape == (64, 64, 3) and info["frame"].dtype == np.uint8
+    assert info["mission"] == "go to the red ball" and info["success"] is False
+
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert info["frame"].shape == (64, 64, 3) and isinstance(info["success"], bool)
+
+
+@pytest.mark.parametrize("task, render_size", [("BabyAI-GoToLocal-v0", 32), ("GoTo", 64), ("GoToObj", 48)])
+def test_frame_is_resized_exactly(task, render_size):
+    _, info = make_env(task, seed=1, render_size=render_size).reset()
+    assert info["frame"].shape == (render_size, render_size, 3)
+
+
+def test_unknown_level_lists_valid_names():
+    with pytest.raises(ValueError, match="GoToRedBall"):
+        make_env("GoToTheMoon")
+
+
+def test_reset_is_deterministic():
+    (obs_a, info_a), (obs_b, info_b) = make_env("GoToLocal", seed=7).reset(), make_env("GoToLocal").reset(seed=7)
+    assert np.array_equal(obs_a, obs_b) and np.array_equal(info_a["frame"], info_b["frame"])
+    assert info_a["mission"] == info_b["mission"]
+
+
+@pytest.mark.parametrize("task", ["GoToRedBall", "GoToLocal"])
+def test_expert_solves(task):
+    for seed in range(5):
+        episode = rollout(task, seed, "expert")
+        assert isinstance(episode, Episode)
+        assert episode.success, (task, seed)
+        assert episode.frames.shape == (len(episode.actions) + 1, 64, 64, 3)
+        assert episode.frames.dtype == np.uint8
+        assert episode.level == task and episode.seed == seed and episode.policy == "expert"
+
+
+def test_random_fails_mostly():
+    episodes = [rollout("GoToRedBall", seed, "random") for seed in range(10)]
+    assert sum(e.success for e in episodes) <= 5
+    assert {a for e in episodes for a in e.actions} <= {0, 1, 2}  # left, right, forward
+
+
+def test_rollout_is_deterministic():
+    a, b = rollout("GoToLocal", 3, "noisy_expert"), rollout("GoToLocal", 3, "noisy_expert")
+    assert a.actions == b.actions and np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(rollout("GoToLocal", 4, "noisy_expert").frames[0], a.frames[0])
+
+
+def test_max_steps_and_unknown_policy():
+    episode = rollout("GoToRedBall", 0, "random", max_steps=5)
+    assert len(episode.actions) == 5 and len(episode.frames) == 6
+    with pytest.raises(ValueError, match="noisy_expert"):
+        rollout("GoToRedBall", 0, "clairvoyant")

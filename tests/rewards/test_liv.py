@@ -1,0 +1,120 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import rewards
+from rewards.liv import LIVConfig, LIVCritic, liv_loss
+from rewards.liv.load import save_critic
+from rewards.math import value_difference_rewards
+
+TINY = LIVConfig(embed_dim=16, image_size=32, channels=(8, 8))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    directory = save_critic(LIVCritic(TINY), tmp_path_factory.mktemp("ckpt") / "tiny-liv")
+    return rewards.load_model(str(directory))
+
+
+def random_frames(n, size=48, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_value_difference_rewards_worked_example():
+    np.testing.assert_allclose(value_difference_rewards(np.array([0.1, 0.4, 0.3, 0.9])), [0.0, 0.3, -0.1, 0.6], atol=1e-7)
+
+
+def test_rewards_telescope_to_last_minus_first_value(tiny_model):
+    score = tiny_model.score(random_frames(12), "go to the red ball")
+    assert score.values.shape == score.rewards.shape == (12,)
+    assert score.rewards[0] == 0
+    assert score.episode_return == pytest.approx(score.values[-1] - score.values[0], abs=1e-5)
+
+
+def test_batch_equals_single_scores(tiny_model):
+    videos = [random_frames(n, seed=n) for n in (3, 7, 1)]
+    tasks = ["go to the red ball", "pick up the key", "go to the red ball"]
+    batch = tiny_model.score_batch(videos, tasks)
+    for video, task, score in zip(videos, tasks, batch):
+        np.testing.assert_allclose(score.values, tiny_model.score(video, task).values, atol=1e-5)
+
+
+def test_image_goal_and_precomputed_embedding(tiny_model):
+    goal = tiny_model.embed_goal(random_frames(1, seed=9)[0])
+    assert goal.kind == "image" and goal.vector.shape == (16,)
+    frames = random_frames(4)
+    np.testing.assert_allclose(tiny_model.score(frames, goal).values,
+                               tiny_model.score(frames, random_frames(1, seed=9)[0]).values, atol=1e-6)
+
+
+@pytest.mark.parametrize("frames, message", [
+    (np.zeros((0, 8, 8, 3), np.uint8), "non-empty"),
+    (np.zeros((2, 8, 8), np.uint8), "shape"),
+    (np.zeros((2, 8, 8, 3), np.float32), "uint8"),
+])
+def test_bad_frames_raise_invalid_video(tiny_model, frames, message):
+    with pytest.raises(rewards.InvalidVideoError, match=message):
+        tiny_model.score(frames, "go to the red ball")
+
+
+@pytest.mark.parametrize("goal", ["", "   ", "x" * 600, np.zeros((4, 4), np.uint8), 3])
+def test_bad_goals_raise_invalid_task(tiny_model, goal):
+    with pytest.raises(rewards.InvalidTaskError):
+        tiny_model.score(random_frames(2), goal)
+
+
+def test_unknown_model_lists_shipped_names():
+    with pytest.raises(rewards.UnknownModelError, match="babyai-liv"):
+        rewards.load_model("no-such-model")
+
+
+def test_model_root_confines_paths(tmp_path, tiny_model):
+    outside = save_critic(LIVCritic(TINY), tmp_path / "outside")
+    with pytest.raises(rewards.InvalidCheckpointError, match="outside the model root"):
+        rewards.load_model(str(outside), model_root=tmp_path / "root")
+    (tmp_path / "root").mkdir()
+    inside = save_critic(LIVCritic(TINY), tmp_path / "root" / "mine")
+    assert rewards.load_model("mine", model_root=tmp_path / "root").name == inside.name
+
+
+def test_checkpoint_is_weights_only(tmp_path):
+    directory = save_critic(LIVCritic(TINY), tmp_path / "ckpt")
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    (directory / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(rewards.InvalidCheckpointError):
+        rewards.load_model(str(directory))
+
+
+def test_liv_loss_decreases_on_tiny_synthetic_videos():
+    """Videos where a bright square moves towards the corner named by the caption."""
+    torch.manual_seed(0)
+    critic = LIVCritic(TINY)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    pixels = torch.rand(8, 5, 3, 32, 32)
+    pixels[:, 1, :, :8, :8] += 2.0  # goal and end frames share a bright corner
+    pixels[:, 4, :, :8, :8] += 2.0
+    features = torch.nn.functional.normalize(torch.randn(8, TINY.text_dim), dim=-1)
+    losses = []
+    for _ in range(60):
+        loss, _ = liv_loss(critic, pixels, features)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
+
+
+def test_shipped_models_satisfy_protocol():
+    for name in rewards.list_models():
+        model = rewards.load_model(name)
+        assert isinstance(model, rewards.RewardModel) and model.name == name
+
+
+def test_rewards_package_imports_without_ray():
+    code = "import rewards, rewards.train, sys; assert 'ray' not in sys.modules, 'rewards imported ray'"
+    subprocess.run([sys.executable, "-c", code], check=True)

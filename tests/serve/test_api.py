@@ -1,0 +1,134 @@
+"""The live path: real HTTP to a real Ray Serve application decoding real mp4 files with decord."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+import rewards
+from serve.client import RemoteRewardModel, npy_bytes, npz_bytes
+
+
+@pytest.fixture(scope="module")
+def http(service_url):
+    with httpx.Client(base_url=service_url, timeout=60) as client:
+        yield client
+
+
+def post_npy(http, frames, **data):
+    return http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(frames))}, data={"task": "go to the red ball", **data})
+
+
+def test_health_and_models(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").status_code == 200
+    models = http.get("/v1/models").json()["models"]
+    assert [m["name"] for m in models] == [rewards.DEFAULT_MODEL]
+    assert models[0]["goal_kinds"] == ["text", "image"] and models[0]["version"]
+
+
+def test_scores_a_real_mp4_like_the_local_model(http, babyai_videos):
+    path, episode = babyai_videos["success"][0]
+    response = http.post("/v1/score", files={"video": (path.name, path.read_bytes())}, data={"task": episode.mission})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"model", "num_frames", "values", "rewards", "return"}
+    assert body["model"] == rewards.DEFAULT_MODEL and body["num_frames"] == len(episode.frames)
+    assert len(body["values"]) == len(body["rewards"]) == body["num_frames"] and body["rewards"][0] == 0
+    assert body["return"] == pytest.approx(sum(body["rewards"]), abs=1e-5)
+    from rewards.video import decode_video
+
+    local = rewards.load_model().score(decode_video(path), episode.mission)
+    np.testing.assert_allclose(body["values"], local.values, atol=1e-4)
+
+
+def test_npy_frames_and_subsampling(http, babyai_videos):
+    frames = babyai_videos["success"][0][1].frames
+    body = post_npy(http, frames).json()
+    assert body["num_frames"] == len(frames)
+    strided = post_npy(http, frames, stride="2", max_frames="3").json()
+    assert strided["num_frames"] == min(3, len(frames[::2]))
+    np.testing.assert_allclose(strided["values"], np.asarray(body["values"])[::2][:3], atol=1e-5)
+
+
+def test_expert_success_outscores_random_failure(http, babyai_videos):
+    def episode_return(path, episode):
+        response = http.post("/v1/score", files={"video": (path.name, path.read_bytes())}, data={"task": episode.mission})
+        return response.json()["return"]
+
+    successes = [episode_return(*video) for video in babyai_videos["success"]]
+    failures = [episode_return(*video) for video in babyai_videos["failure"]]
+    assert len(successes) == len(failures) == 3
+    assert np.mean(successes) > np.mean(failures), (successes, failures)
+
+
+def test_batch_route_matches_single_scores(http, babyai_videos):
+    trajectories = [episode.frames for _, episode in babyai_videos["success"] + babyai_videos["failure"]]
+    tasks = [episode.mission for _, episode in babyai_videos["success"] + babyai_videos["failure"]]
+    response = http.post("/v1/score/batch", files={"trajectories": ("b.npz", npz_bytes(trajectories))},
+                         data={"tasks": json.dumps(tasks)})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    for frames, result in zip(trajectories, results):
+        np.testing.assert_allclose(result["values"], post_npy(http, frames).json()["values"], atol=1e-5)
+
+
+def bad_npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("files, data, status, code", [
+    ({"video": ("v.mp4", b"this is not a video")}, {"task": "go"}, 422, "invalid_video"),
+    ({"video": ("v.mp4", b"")}, {"task": "go"}, 422, "invalid_video"),
+    ({"frames": ("f.npy", b"\x93NUMPY garbage")}, {"task": "go"}, 422, "invalid_video"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((4, 8, 8, 3), np.float32)))}, {"task": "go"}, 422, "invalid_video"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((4, 8, 8), np.uint8)))}, {"task": "go"}, 422, "invalid_video"),
+    ({"frames": ("f.npy", bad_npy(np.array([{"a": 1}], dtype=object)))}, {"task": "go"}, 422, "invalid_video"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((600, 8, 8, 3), np.uint8)))}, {"task": "go"}, 413, "payload_too_large"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((2, 8, 8, 3), np.uint8)))}, {}, 422, "invalid_task"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((2, 8, 8, 3), np.uint8)))}, {"task": "   "}, 422, "invalid_task"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((2, 8, 8, 3), np.uint8)))}, {"task": "x" * 600}, 422, "invalid_task"),
+    ({"frames": ("f.npy", bad_npy(np.zeros((2, 8, 8, 3), np.uint8)))}, {"task": "go", "model": "nope"}, 404, "unknown_model"),
+    ({}, {"task": "go"}, 422, "invalid_video"),
+])
+def test_bad_input_gets_4xx_json_and_service_keeps_serving(http, random_frames, files, data, status, code):
+    response = http.post("/v1/score", files=files or None, data=data)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
+    assert post_npy(http, random_frames).status_code == 200
+
+
+def test_oversized_body_is_refused_before_parsing(http):
+    response = http.post("/v1/score", content=b"0" * 100, headers={"content-length": str(65 * 2**20),
+                                                                     "content-type": "application/octet-stream"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_openapi_docs_and_web_page(http):
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"/v1/score", "/v1/score/batch", "/v1/models", "/v1/embed"} <= set(paths)
+    assert http.get("/docs").status_code == 200
+    assert "<form" in http.get("/").text
+
+
+def test_remote_model_speaks_the_protocol(service_url, random_frames):
+    remote = RemoteRewardModel(service_url)
+    assert isinstance(remote, rewards.RewardModel) and remote.name == rewards.DEFAULT_MODEL
+    local = rewards.load_model()
+    np.testing.assert_allclose(remote.score(random_frames, "go to the red ball").values,
+                               local.score(random_frames, "go to the red ball").values, atol=1e-5)
+    np.testing.assert_allclose(remote.embed_goal("go to the red ball").vector,
+                               local.embed_goal("go to the red ball").vector, atol=1e-5)
+    with pytest.raises(rewards.InvalidTaskError):
+        remote.score(random_frames, "")
+
+
+def test_unreachable_service_raises_not_ready_instead_of_returning_zeros():
+    with pytest.raises(rewards.ModelNotReadyError):
+        RemoteRewardModel("http://127.0.0.1:9", retries=1, backoff_s=0.01)

@@ -1,0 +1,47 @@
+"""The `vlreward` command line, run as a user would (a subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import rewards
+
+
+def vlreward(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlreward.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", [[], ["data", "generate"], ["train"], ["serve"], ["score"], ["rl"]])
+def test_help_everywhere(command):
+    result = vlreward(*command, "--help")
+    assert result.returncode == 0 and "usage: vlreward" in result.stdout
+
+
+def test_score_in_process_prints_rewards_and_plots(babyai_videos, tmp_path):
+    path, episode = babyai_videos["success"][0]
+    result = vlreward("score", str(path), "--task", episode.mission, "--plot", str(tmp_path / "curve.png"))
+    assert result.returncode == 0, result.stderr
+    assert f"model {rewards.DEFAULT_MODEL}  frames {len(episode.frames)}" in result.stdout
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_score_over_http(service_url, babyai_videos):
+    path, episode = babyai_videos["success"][0]
+    result = vlreward("score", str(path), "--task", episode.mission, "--url", service_url)
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]) == len(episode.frames)
+
+
+def test_score_reports_bad_input_clearly(service_url, tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    result = vlreward("score", str(tmp_path / "bad.mp4"), "--task", "go to the red ball", "--url", service_url)
+    assert result.returncode != 0 and "invalid" in result.stderr.lower()
+
+
+def test_data_generate_rejects_bad_arguments(tmp_path):
+    result = vlreward("data", "generate", "--tasks", "GoToTheMoon", "--episodes", "2", "--out", str(tmp_path / "d"))
+    assert result.returncode != 0 and "unknown BabyAI level" in result.stderr
+    assert not (tmp_path / "d" / "manifest.jsonl").exists()

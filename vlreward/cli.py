@@ -1,0 +1,132 @@
+"""`vlreward`: one command over data, training, serving, scoring and RL. Heavy imports happen per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vlreward.args import add_dataclass_arguments, from_namespace
+
+
+def cmd_data_generate(ns):
+    from envs.generate import Args, generate
+
+    print(generate(from_namespace(Args, ns)))
+
+
+def cmd_train(ns):
+    from rewards.train import Args, main
+
+    print(f"checkpoint: {main(from_namespace(Args, ns))}")
+
+
+def cmd_serve(ns):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # embedded single-node Ray; a deployed cluster keeps auth
+    import signal
+
+    import ray
+    from ray import serve
+
+    from serve.app import ServeArgs, run_local
+
+    token = ns.api_token or os.environ.get("VLREWARD_API_TOKEN")
+    args = ServeArgs(models=ns.models, model_root=ns.model_root, api_token=token)
+    url = run_local(args, ns.host, ns.port, ns.address)
+    print(f"vlreward serving {', '.join(args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
+
+    def stop(*_):
+        serve.shutdown()
+        ray.shutdown()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        stop()
+
+
+def cmd_score(ns):
+    if ns.url:
+        from serve.client import RemoteRewardModel
+
+        model = RemoteRewardModel(ns.url, ns.model, token=ns.api_token or os.environ.get("VLREWARD_API_TOKEN"))
+        score = model.score_video(ns.video, ns.task)
+    else:
+        import rewards
+        from rewards.video import decode_video
+
+        model = rewards.load_model(ns.model or rewards.DEFAULT_MODEL)
+        score = model.score(decode_video(ns.video), ns.task)
+    print(f"model {model.name}  frames {len(score.values)}  return {score.episode_return:+.4f}")
+    print("frame      value     reward")
+    for t, (value, reward) in enumerate(zip(score.values, score.rewards)):
+        print(f"{t:5d}  {value:+.4f}  {reward:+.4f}")
+    if ns.plot:
+        from vlreward.plot import plot_reward_curve
+
+        print(f"plot: {plot_reward_curve(score.values, score.rewards, f'{model.name}: {ns.task}', ns.plot)}")
+
+
+def cmd_rl(ns):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from rl.train import Args, train
+
+    train(from_namespace(Args, ns))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from envs.generate import Args as DataArgs
+    from rewards.train import Args as TrainArgs
+    from rl.train import Args as RLArgs
+
+    parser = argparse.ArgumentParser(prog="vlreward", description="Video-language rewards as a service for RL.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="datasets of language-conditioned episodes")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    generate = data_commands.add_parser("generate", help="roll out experts and failures into mp4 + manifest.jsonl")
+    add_dataclass_arguments(generate, DataArgs)
+    generate.set_defaults(run=cmd_data_generate)
+
+    train = commands.add_parser("train", help="train a critic on a generated dataset")
+    add_dataclass_arguments(train, TrainArgs)
+    train.set_defaults(run=cmd_train)
+
+    serve = commands.add_parser("serve", help="start the reward service on an embedded local Ray (or --address)")
+    serve.add_argument("--models", nargs="+", default=["babyai-liv"], help="shipped names or checkpoint dirs")
+    serve.add_argument("--model-root", default=None, help="checkpoint paths must resolve under this directory")
+    serve.add_argument("--api-token", default=None, help="require this bearer token (or set VLREWARD_API_TOKEN)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
+    serve.set_defaults(run=cmd_serve)
+
+    score = commands.add_parser("score", help="print the per-frame rewards of a video")
+    score.add_argument("video", help="video file (mp4/webm/avi/gif)")
+    score.add_argument("--task", required=True, help="task description, e.g. 'go to the red ball'")
+    score.add_argument("--url", default="", help="service URL (empty: load the model in this process)")
+    score.add_argument("--model", default=None, help="model name (default: the service's or package's default)")
+    score.add_argument("--api-token", default=None, help="bearer token for the service")
+    score.add_argument("--plot", default=None, help="write a PNG of the reward curve here")
+    score.set_defaults(run=cmd_score)
+
+    rl = commands.add_parser("rl", help="train PPO (RLlib) with rewards from a critic")
+    add_dataclass_arguments(rl, RLArgs)
+    rl.set_defaults(run=cmd_rl)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rewards import VLRewardError
+
+    ns = build_parser().parse_args(argv)
+    try:
+        ns.run(ns)
+    except (VLRewardError, ValueError) as error:  # user errors: one clear line, no traceback
+        sys.exit(f"vlreward {ns.command}: error: {error}")
+
+
+if __name__ == "__main__":
+    main()
