@@ -124,7 +124,7 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
         max_frames: int | None = Form(None, ge=1),
         stride: int = Form(1, ge=1),
     ):
-        name, handle = model_handle(model)
+        _, handle = model_handle(model)
         trajectory = await read_trajectory(video, frames, max_frames, stride)
         return await handle.score.remote(trajectory, text_goal(task))
 
@@ -150,7 +150,7 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(require_token)],
               summary="Embed a task with a model (the goal embedding the service caches)")
     async def embed(task: str = Form(...), model: str | None = Form(None)):
-        name, handle = model_handle(model)
+        _, handle = model_handle(model)
         return await handle.embed.remote(text_goal(task))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -38,14 +38,26 @@ class RemoteRewardModel:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", model: str | None = None, token: str | None = None,
                  timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 1.0):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
         self.retries, self.backoff_s = retries, backoff_s
+        self.http = self._connect()
         infos = self._request("GET", "/v1/models")["models"]
         info = next((m for m in infos if m["name"] == model), None) if model else infos[0]
         if info is None:
             raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}")
         self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
+
+    def _connect(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s)
+
+    def __getstate__(self) -> dict:
+        """Picklable (Ray ships configs holding this to workers): the connection is rebuilt, not copied."""
+        return {k: v for k, v in self.__dict__.items() if k != "http"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.http = self._connect()
 
     def _request(self, method: str, path: str, **kwargs) -> dict:
         """One call with retries on connection errors and 503; 4xx map back to vlreward's error types."""
@@ -53,7 +65,7 @@ class RemoteRewardModel:
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as error:
-                failure: VLRewardError = ModelNotReadyError(f"cannot reach {self.http.base_url}: {error}")
+                failure: VLRewardError = ModelNotReadyError(f"cannot reach {self.url}: {error}")
             else:
                 if response.is_success:
                     return response.json()

@@ -38,7 +38,7 @@ def test_score_over_http(service_url, babyai_videos):
 def test_score_reports_bad_input_clearly(service_url, tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     result = vlreward("score", str(tmp_path / "bad.mp4"), "--task", "go to the red ball", "--url", service_url)
-    assert result.returncode != 0 and "invalid" in result.stderr.lower()
+    assert result.returncode == 1 and "422: cannot decode the video" in result.stderr
 
 
 def test_data_generate_rejects_bad_arguments(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 
 import httpx
 import numpy as np
@@ -73,8 +74,8 @@ def test_batch_route_matches_single_scores(http, babyai_videos):
                          data={"tasks": json.dumps(tasks)})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    for frames, result in zip(trajectories, results):
-        np.testing.assert_allclose(result["values"], post_npy(http, frames).json()["values"], atol=1e-5)
+    for frames, task, result in zip(trajectories, tasks, results):
+        np.testing.assert_allclose(result["values"], post_npy(http, frames, task=task).json()["values"], atol=1e-5)
 
 
 def bad_npy(array):
@@ -104,10 +105,14 @@ def test_bad_input_gets_4xx_json_and_service_keeps_serving(http, random_frames, 
     assert post_npy(http, random_frames).status_code == 200
 
 
-def test_oversized_body_is_refused_before_parsing(http):
-    response = http.post("/v1/score", content=b"0" * 100, headers={"content-length": str(65 * 2**20),
-                                                                     "content-type": "application/octet-stream"})
-    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+def test_oversized_body_is_refused_before_parsing(service_url):
+    """Declare 65 MiB and send none of it: the answer must come from the headers alone."""
+    host, port = service_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(f"POST /v1/score HTTP/1.1\r\nHost: {host}\r\nContent-Length: {65 * 2**20}\r\n"
+                           "Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode())
+        response = connection.recv(65536).decode()
+    assert response.startswith("HTTP/1.1 413") and '"payload_too_large"' in response
 
 
 def test_openapi_docs_and_web_page(http):
