@@ -21,13 +21,22 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def preprocess_small_cnn(
-    frames: np.ndarray, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], device: str = "cpu"
+def preprocess_frames(
+    frames: np.ndarray,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    interpolation: str = "bilinear",
+    device: str = "cpu",
 ) -> torch.Tensor:
-    """uint8 frames [T, H, W, 3] -> normalised pixels float32 [T, 3, S, S] (bilinear, antialiased)."""
+    """uint8 frames [T, H, W, 3] -> normalised pixels float32 [T, 3, S, S] (antialiased resize).
+
+    The one preprocessing path: each backbone's config carries its size, mean, std and interpolation
+    (small CNN: 64 px, 0.5/0.25; CLIP: 224 px bicubic, CLIP's mean/std; ImageNet ResNet: 224 px bilinear).
+    """
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     if pixels.shape[-2:] != (image_size, image_size):
-        pixels = F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", antialias=True)
+        pixels = F.interpolate(pixels, size=(image_size, image_size), mode=interpolation, antialias=True)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (pixels - mean_t) / std_t

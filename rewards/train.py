@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from rewards.liv.load import load_critic, save_critic
 from rewards.liv.model import LIVConfig, LIVCritic, liv_loss
-from rewards.preprocess import preprocess_small_cnn
+from rewards.preprocess import preprocess_frames
 from rewards.text import shared_minilm
 from rewards.video import decode_video, read_manifest
 from vlreward.args import arg
@@ -85,7 +85,8 @@ def main(args: Args) -> Path:
 
     def batch_loss(videos):
         frames, batch_tasks = sample_batch(videos, args.batch_size, rng)
-        pixels = preprocess_small_cnn(frames.reshape(-1, *frames.shape[2:]), config.image_size, config.mean, config.std, args.device)
+        pixels = preprocess_frames(frames.reshape(-1, *frames.shape[2:]), config.image_size, config.mean, config.std,
+                                   device=args.device)
         features = torch.stack([sentence_features[t] for t in batch_tasks])
         return liv_loss(critic, pixels.view(*frames.shape[:2], *pixels.shape[1:]), features)
 

@@ -11,7 +11,7 @@ from rewards.base import Goal, GoalEmbedding, Score, goal_digest
 from rewards.errors import InvalidTaskError
 from rewards.liv.model import LIVCritic
 from rewards.math import cosine_similarity, value_difference_rewards
-from rewards.preprocess import check_frames, preprocess_small_cnn
+from rewards.preprocess import check_frames, preprocess_frames
 from rewards.text import SentenceEncoder
 
 MAX_TASK_CHARS = 512
@@ -37,7 +37,7 @@ class LIVReward:
         check_frames(frames)
         config = self.critic.config
         chunks = [
-            self.critic.encode_images(preprocess_small_cnn(chunk, config.image_size, config.mean, config.std, self.device))
+            self.critic.encode_images(preprocess_frames(chunk, config.image_size, config.mean, config.std, device=self.device))
             for chunk in np.array_split(frames, max(1, -(-len(frames) // self.frames_per_forward)))
         ]
         return torch.cat(chunks)
