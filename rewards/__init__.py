@@ -1,6 +1,6 @@
 """vlreward's reward models and their math: plain torch/numpy, no Ray, no HTTP."""
 
-from rewards.base import GOAL_KINDS, Goal, GoalEmbedding, RewardModel, Score, goal_digest
+from rewards.base import GOAL_KINDS, Goal, GoalEmbedding, RewardModel, Score, goal_digest, goal_kind
 from rewards.errors import (
     InvalidCheckpointError,
     InvalidTaskError,
@@ -14,5 +14,5 @@ from rewards.registry import DEFAULT_MODEL, get_config, list_models, load_model
 __all__ = [
     "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidTaskError",
     "InvalidVideoError", "ModelNotReadyError", "RewardModel", "Score", "UnknownModelError", "VLRewardError",
-    "get_config", "goal_digest", "list_models", "load_model",
+    "get_config", "goal_digest", "goal_kind", "list_models", "load_model",
 ]

@@ -8,6 +8,8 @@ from typing import Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
+from rewards.errors import InvalidTaskError
+
 GOAL_KINDS = ("text", "image", "demo")
 
 
@@ -48,6 +50,18 @@ class RewardModel(Protocol):
     def score(self, frames: np.ndarray, goal: Goal) -> Score: ...
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]: ...
+
+
+def goal_kind(goal: Goal) -> str:
+    """"text" for a string, "image" for [H, W, 3], "demo" for [N, H, W, 3]; InvalidTaskError otherwise."""
+    if isinstance(goal, GoalEmbedding):
+        return goal.kind
+    if isinstance(goal, str):
+        return "text"
+    if isinstance(goal, np.ndarray) and goal.ndim in (3, 4):
+        return "image" if goal.ndim == 3 else "demo"
+    shape = list(getattr(goal, "shape", []))
+    raise InvalidTaskError(f"a goal is a task string, an image [H,W,3] or a demo [N,H,W,3]; got {type(goal).__name__} {shape}")
 
 
 def goal_digest(goal: str | np.ndarray) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewards.errors import InvalidVideoError
+from rewards.errors import InvalidTaskError, InvalidVideoError
 
 
 def decode_video(source: str | Path | bytes, max_frames: int | None = None, stride: int = 1) -> np.ndarray:
@@ -28,6 +28,17 @@ def decode_video(source: str | Path | bytes, max_frames: int | None = None, stri
     if frames is None or frames.size == 0:
         raise InvalidVideoError("the video has no frames")
     return frames
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """A goal image (PNG/JPEG or any format Pillow reads) -> uint8 RGB [H, W, 3]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InvalidTaskError(f"cannot decode the goal image: {error}") from None
 
 
 def read_manifest(directory: str | Path) -> list[dict]:

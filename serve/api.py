@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from rewards import InvalidTaskError, InvalidVideoError, UnknownModelError
 from rewards.preprocess import check_frames
-from rewards.video import decode_video
+from rewards.video import decode_image, decode_video
 from serve.errors import PayloadTooLargeError, UnauthorizedError, error_response, install_error_handlers
 from serve.schemas import BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse, ScoreResponse
 
@@ -87,18 +87,28 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
                 f"frames of {frames.shape[1]}x{frames.shape[2]} exceed {settings.max_pixels_per_frame} pixels")
         return frames
 
-    async def read_trajectory(video: UploadFile | None, frames: UploadFile | None, max_frames, stride) -> np.ndarray:
-        if (video is None) == (frames is None):
-            raise InvalidVideoError("send exactly one of `video` (a video file) or `frames` (a .npy file)")
-        if video is not None:
-            data = await video.read()
-            return checked(await asyncio.to_thread(decode_video, data, max_frames, stride), None, 1)
-        return checked(load_npy(await frames.read()), max_frames, stride)
+    async def read_media(upload: UploadFile, max_frames: int | None = None, stride: int = 1) -> np.ndarray:
+        """A .npy array (sniffed by its magic bytes) or a video file -> checked uint8 frames."""
+        data = await upload.read()
+        if data.startswith(b"\x93NUMPY"):
+            return checked(load_npy(data), max_frames, stride)
+        return checked(await asyncio.to_thread(decode_video, data, max_frames, stride), None, 1)
 
     def text_goal(task: str | None) -> str:
         if task is None or not task.strip():
             raise InvalidTaskError("a non-empty `task` is required")
         return task
+
+    async def read_goal(task: str | None, goal_image: UploadFile | None, demo: UploadFile | None):
+        """Exactly one goal: task text, a goal image, or a demo video (design §2)."""
+        given = [g for g in (task, goal_image, demo) if g is not None]
+        if len(given) != 1:
+            raise InvalidTaskError("send exactly one goal: `task` (text), `goal_image` (png/jpeg) or `demo` (video/.npy)")
+        if goal_image is not None:
+            return check_frames(decode_image(await goal_image.read())[None])[0]
+        if demo is not None:
+            return await read_media(demo)
+        return text_goal(task)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz():
@@ -120,13 +130,17 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
         video: UploadFile | None = File(None, description="mp4/webm/avi/gif video"),
         frames: UploadFile | None = File(None, description=".npy uint8 [T,H,W,3]"),
         task: str | None = Form(None, description="task description, e.g. 'go to the red ball'"),
+        goal_image: UploadFile | None = File(None, description="goal image (png/jpeg), for image-goal models"),
+        demo: UploadFile | None = File(None, description="demonstration video or .npy, for demo-goal models (ORCA)"),
         model: str | None = Form(None),
         max_frames: int | None = Form(None, ge=1),
         stride: int = Form(1, ge=1),
     ):
         _, handle = model_handle(model)
-        trajectory = await read_trajectory(video, frames, max_frames, stride)
-        return await handle.score.remote(trajectory, text_goal(task))
+        if (video is None) == (frames is None):
+            raise InvalidVideoError("send exactly one of `video` (a video file) or `frames` (a .npy file)")
+        trajectory = await read_media(video or frames, max_frames, stride)
+        return await handle.score.remote(trajectory, await read_goal(task, goal_image, demo))
 
     @app.post("/v1/score/batch", response_model=BatchScoreResponse, response_model_by_alias=True,
               dependencies=[Depends(require_token)], summary="Score many trajectories in one request (the RL path)")

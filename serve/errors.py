@@ -72,6 +72,11 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         return error_response(422, "invalid_request", problems)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        """A bug, not bad input: still JSON, and the replica's log has the traceback."""
+        return error_response(500, "internal_error", f"{type(error).__name__} while serving {request.url.path}")
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         return error_response(error.status_code, "http_error", str(error.detail))

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rewards import Goal, GoalEmbedding, RewardModel, goal_digest
+from rewards import Goal, GoalEmbedding, InvalidTaskError, RewardModel, goal_digest, goal_kind
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 
 
@@ -28,6 +28,9 @@ class RewardService:
         """The model's embedding of `goal`, from the cache when this goal was seen before."""
         if isinstance(goal, GoalEmbedding):
             return goal
+        kind = goal_kind(goal)
+        if kind not in self.model.goal_kinds:
+            raise InvalidTaskError(f"model {self.model.name} takes {' or '.join(self.model.goal_kinds)} goals, not {kind}")
         key = goal_digest(goal)
         if key in self._goal_cache:
             self.cache_hits += 1

@@ -67,6 +67,33 @@ def test_expert_success_outscores_random_failure(http, babyai_videos):
     assert np.mean(successes) > np.mean(failures), (successes, failures)
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_goal_image_scores_like_the_local_model(http, babyai_videos):
+    frames = babyai_videos["success"][1][1].frames
+    goal = frames[-1]
+    response = http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(frames)), "goal_image": ("g.png", png_bytes(goal))})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["values"], rewards.load_model().score(frames, goal).values, atol=1e-5)
+    assert response.json()["values"][-1] == pytest.approx(1.0, abs=1e-5)  # the goal frame itself: cosine 1
+
+
+@pytest.mark.parametrize("goal_files, goal_data, message", [
+    ({"demo": ("d.npy", npy_bytes(np.zeros((3, 8, 8, 3), np.uint8)))}, {}, "not demo"),
+    ({"goal_image": ("g.png", b"not an image")}, {}, "cannot decode the goal image"),
+    ({"goal_image": ("g.png", png_bytes(np.zeros((8, 8, 3), np.uint8)))}, {"task": "go"}, "exactly one goal"),
+])
+def test_wrong_goals_are_named(http, random_frames, goal_files, goal_data, message):
+    response = http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(random_frames)), **goal_files}, data=goal_data)
+    assert response.status_code == 422 and message in response.json()["error"]["message"]
+
+
 def test_batch_route_matches_single_scores(http, babyai_videos):
     trajectories = [episode.frames for _, episode in babyai_videos["success"] + babyai_videos["failure"]]
     tasks = [episode.mission for _, episode in babyai_videos["success"] + babyai_videos["failure"]]
