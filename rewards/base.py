@@ -11,6 +11,7 @@ import numpy as np
 from rewards.errors import InvalidTaskError
 
 GOAL_KINDS = ("text", "image", "demo")
+MAX_TASK_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ class RewardModel(Protocol):
     def score(self, frames: np.ndarray, goal: Goal) -> Score: ...
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]: ...
+
+
+def check_task_text(goal: str) -> str:
+    """The stripped task text, or InvalidTaskError if it is empty or longer than MAX_TASK_CHARS."""
+    text = goal.strip()
+    if not text:
+        raise InvalidTaskError("task text is empty")
+    if len(text) > MAX_TASK_CHARS:
+        raise InvalidTaskError(f"task text has {len(text)} characters; at most {MAX_TASK_CHARS} are allowed")
+    return text
 
 
 def goal_kind(goal: Goal) -> str:

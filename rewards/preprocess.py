@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,3 +42,18 @@ def preprocess_frames(
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (pixels - mean_t) / std_t
+
+
+def embed_videos(embed: Callable[[np.ndarray], torch.Tensor], trajectories: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    """Per-video frame embeddings [T_i, D] from one `embed` pass over all frames when sizes agree (the batching
+    that pays), else one pass per video."""
+    lengths = [len(check_frames(frames)) for frames in trajectories]
+    if len({frames.shape[1:] for frames in trajectories}) == 1:
+        return list(embed(np.concatenate(trajectories)).split(lengths))
+    return [embed(frames) for frames in trajectories]
+
+
+def embed_in_chunks(embed: Callable[[np.ndarray], torch.Tensor], frames: np.ndarray, chunk_size: int) -> torch.Tensor:
+    """`embed` over frames [T, H, W, 3] in chunks of at most `chunk_size` frames, concatenated: bounds memory."""
+    check_frames(frames)
+    return torch.cat([embed(chunk) for chunk in np.array_split(frames, max(1, -(-len(frames) // chunk_size)))])

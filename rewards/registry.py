@@ -7,11 +7,21 @@ from pathlib import Path
 
 from rewards.base import RewardModel
 from rewards.errors import InvalidCheckpointError, UnknownModelError
-from rewards.liv.load import CONFIG_FILE, load_liv
+from rewards.clip.load import load_clip_goal_baseline, load_liv_openai
+from rewards.checkpoint import CONFIG_FILE
+from rewards.liv.load import load_liv
+from rewards.orca.load import load_orca
+from rewards.vlc.load import load_vlc
 
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 DEFAULT_MODEL = "babyai-liv"
-LOADERS = {"liv": load_liv}
+LOADERS = {
+    "liv": load_liv,
+    "liv_clip": load_liv_openai,
+    "vlc": load_vlc,
+    "orca": load_orca,
+    "clip_goal_baseline": load_clip_goal_baseline,
+}
 
 
 def list_models() -> list[str]:

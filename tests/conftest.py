@@ -29,7 +29,7 @@ def service_url(ray_cluster):
 
     from serve.app import ServeArgs, run_local
 
-    yield run_local(ServeArgs(max_frames=512), port=SERVE_PORT)
+    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca"], max_frames=512), port=SERVE_PORT)
     serve.shutdown()
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rewards.checkpoint import config_from_dict
 from rewards.math import cosine_similarity
 
 
@@ -28,8 +29,7 @@ class LIVConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LIVConfig":
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return config_from_dict(cls, data)
 
 
 class ImageEncoder(nn.Module):

@@ -7,15 +7,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rewards.base import Goal, GoalEmbedding, Score, goal_digest
+from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
 from rewards.errors import InvalidTaskError
 from rewards.liv.model import LIVCritic
 from rewards.math import cosine_similarity, value_difference_rewards
-from rewards.preprocess import check_frames, preprocess_frames
+from rewards.preprocess import embed_in_chunks, embed_videos, preprocess_frames
 from rewards.text import SentenceEncoder
-
-MAX_TASK_CHARS = 512
-
 
 class LIVReward:
     """A trained LIV critic that scores videos against a task sentence or a goal image."""
@@ -34,24 +31,20 @@ class LIVReward:
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 frames [T, H, W, 3] -> φ(o) [T, D], in chunks that bound memory."""
-        check_frames(frames)
         config = self.critic.config
-        chunks = [
-            self.critic.encode_images(preprocess_frames(chunk, config.image_size, config.mean, config.std, device=self.device))
-            for chunk in np.array_split(frames, max(1, -(-len(frames) // self.frames_per_forward)))
-        ]
-        return torch.cat(chunks)
+
+        def encode(chunk):
+            return self.critic.encode_images(preprocess_frames(chunk, config.image_size, config.mean, config.std,
+                                                               device=self.device))
+
+        return embed_in_chunks(encode, frames, self.frames_per_forward)
 
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         if isinstance(goal, GoalEmbedding):
             return goal
         if isinstance(goal, str):
-            text = goal.strip()
-            if not text:
-                raise InvalidTaskError("task text is empty")
-            if len(text) > MAX_TASK_CHARS:
-                raise InvalidTaskError(f"task text has {len(text)} characters; at most {MAX_TASK_CHARS} are allowed")
+            text = check_task_text(goal)
             vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
             return GoalEmbedding("text", vector.cpu().numpy(), goal_digest(text))
         if isinstance(goal, np.ndarray):
@@ -70,11 +63,7 @@ class LIVReward:
         if len(trajectories) != len(goals):
             raise InvalidTaskError(f"{len(trajectories)} videos but {len(goals)} goals")
         goal_vectors = [torch.from_numpy(self.embed_goal(goal).vector).to(self.device) for goal in goals]
-        lengths = [len(check_frames(frames)) for frames in trajectories]
-        if len({frames.shape[1:] for frames in trajectories}) == 1:
-            embeddings = self.embed_frames(np.concatenate(trajectories)).split(lengths)
-        else:  # frames of different sizes cannot share one array
-            embeddings = [self.embed_frames(frames) for frames in trajectories]
+        embeddings = embed_videos(self.embed_frames, trajectories)
         scores = []
         for frame_embeddings, goal_vector in zip(embeddings, goal_vectors):
             values = cosine_similarity(frame_embeddings, goal_vector).float().cpu().numpy()

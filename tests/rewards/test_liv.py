@@ -7,7 +7,7 @@ import torch
 
 import rewards
 from rewards.liv import LIVConfig, LIVCritic, liv_loss
-from rewards.liv.load import save_critic
+from rewards.checkpoint import save_checkpoint
 from rewards.math import value_difference_rewards
 
 TINY = LIVConfig(embed_dim=16, image_size=32, channels=(8, 8))
@@ -16,7 +16,7 @@ TINY = LIVConfig(embed_dim=16, image_size=32, channels=(8, 8))
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
-    directory = save_critic(LIVCritic(TINY), tmp_path_factory.mktemp("ckpt") / "tiny-liv")
+    directory = save_checkpoint(LIVCritic(TINY), tmp_path_factory.mktemp("ckpt") / "tiny-liv")
     return rewards.load_model(str(directory))
 
 
@@ -73,16 +73,16 @@ def test_unknown_model_lists_shipped_names():
 
 
 def test_model_root_confines_paths(tmp_path, tiny_model):
-    outside = save_critic(LIVCritic(TINY), tmp_path / "outside")
+    outside = save_checkpoint(LIVCritic(TINY), tmp_path / "outside")
     with pytest.raises(rewards.InvalidCheckpointError, match="outside the model root"):
         rewards.load_model(str(outside), model_root=tmp_path / "root")
     (tmp_path / "root").mkdir()
-    inside = save_critic(LIVCritic(TINY), tmp_path / "root" / "mine")
+    inside = save_checkpoint(LIVCritic(TINY), tmp_path / "root" / "mine")
     assert rewards.load_model("mine", model_root=tmp_path / "root").name == inside.name
 
 
 def test_checkpoint_is_weights_only(tmp_path):
-    directory = save_critic(LIVCritic(TINY), tmp_path / "ckpt")
+    directory = save_checkpoint(LIVCritic(TINY), tmp_path / "ckpt")
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
     (directory / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(rewards.InvalidCheckpointError):

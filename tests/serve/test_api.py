@@ -28,8 +28,8 @@ def test_health_and_models(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").status_code == 200
     models = http.get("/v1/models").json()["models"]
-    assert [m["name"] for m in models] == [rewards.DEFAULT_MODEL]
-    assert models[0]["goal_kinds"] == ["text", "image"] and models[0]["version"]
+    assert [(m["name"], m["goal_kinds"]) for m in models] == [("babyai-liv", ["text", "image"]), ("babyai-orca", ["demo"])]
+    assert all(m["version"] for m in models)
 
 
 def test_scores_a_real_mp4_like_the_local_model(http, babyai_videos):
@@ -92,6 +92,24 @@ def test_goal_image_scores_like_the_local_model(http, babyai_videos):
 def test_wrong_goals_are_named(http, random_frames, goal_files, goal_data, message):
     response = http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(random_frames)), **goal_files}, data=goal_data)
     assert response.status_code == 422 and message in response.json()["error"]["message"]
+
+
+def test_demo_goal_orca_ranks_a_time_warped_demo_above_a_failure(http, babyai_videos):
+    """ORCA over REST: the goal is a demo video; a 2x slowed copy of it must cover the demo, a failure not."""
+    demo_path, demo = babyai_videos["success"][1]
+    warped = np.repeat(demo.frames, 2, axis=0)
+    failure = babyai_videos["failure"][0][1].frames
+
+    def final_reward(frames):
+        response = http.post("/v1/score", data={"model": "babyai-orca"}, files={
+            "frames": ("f.npy", npy_bytes(frames)), "demo": (demo_path.name, demo_path.read_bytes())})
+        assert response.status_code == 200, response.text
+        return response.json()["rewards"][-1]
+
+    assert final_reward(warped) > final_reward(failure) + 0.2
+    text_goal = http.post("/v1/score", data={"model": "babyai-orca", "task": "go to the red ball"},
+                          files={"frames": ("f.npy", npy_bytes(failure))})
+    assert text_goal.status_code == 422 and "not text" in text_goal.json()["error"]["message"]
 
 
 def test_batch_route_matches_single_scores(http, babyai_videos):

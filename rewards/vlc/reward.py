@@ -1,0 +1,87 @@
+"""VLC behind the RewardModel protocol: value at step t = the critic's score of the partial video o_0..o_t."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
+from rewards.errors import InvalidTaskError
+from rewards.preprocess import embed_in_chunks, embed_videos, preprocess_frames
+from rewards.text import SentenceEncoder
+from rewards.vlc.model import VideoLanguageCritic, even_indices
+
+class VLCReward:
+    """A trained Video-Language Critic that scores videos against a task sentence.
+
+    values[t] is the score of the partial video o_0..o_t (num_frames sampled evenly from it, repeating frames
+    while t < num_frames − 1) at its last frame; rewards[t] = values[t] − values[0]. This is not a potential
+    difference: the critic was trained so that the score of a partial video measures progress, and VLC pays
+    that progress at every step (its return is Σ_t (V_t − V_0), not V_T − V_0), with the first score as the
+    baseline so that a video that does nothing earns about 0. The running return-std normalisation and the
+    success bonus of the paper belong to the RL side.
+    """
+
+    goal_kinds = ("text",)
+
+    def __init__(self, name: str, critic: VideoLanguageCritic, sentence_encoder: SentenceEncoder, version: str,
+                 device: str = "cpu", frames_per_forward: int = 512):
+        self.name = name
+        self.version = version
+        self.device = device
+        self.critic = critic.to(device).eval()
+        self.sentence_encoder = sentence_encoder.to(device)
+        self.frames_per_forward = frames_per_forward
+
+    @torch.no_grad()
+    def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [T, H, W, 3] -> frame embeddings [T, D], in chunks that bound memory."""
+        config = self.critic.config
+
+        def encode(chunk):
+            return self.critic.encode_frames(preprocess_frames(chunk, config.image_size, config.mean, config.std,
+                                                               device=self.device))
+
+        return embed_in_chunks(encode, frames, self.frames_per_forward)
+
+    @torch.no_grad()
+    def embed_goal(self, goal: Goal) -> GoalEmbedding:
+        if isinstance(goal, GoalEmbedding):
+            if goal.kind != "text":
+                raise InvalidTaskError(f"VLC takes a task string, not a {goal.kind} goal")
+            return goal
+        if not isinstance(goal, str):
+            raise InvalidTaskError(f"VLC takes a task string, not {type(goal).__name__}")
+        text = check_task_text(goal)
+        vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
+        return GoalEmbedding("text", vector.cpu().numpy(), goal_digest(text))
+
+    def score(self, frames: np.ndarray, goal: Goal) -> Score:
+        return self.score_batch([frames], [goal])[0]
+
+    @torch.no_grad()
+    def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
+        """Embed every frame of every video once, then run the transformer over all T partial-video windows.
+
+        Each video of T frames gives T windows of num_frames frame indices ([T, num_frames], gathered from its
+        embeddings [T, D]); all windows of all videos go through the transformer together, in chunks.
+        """
+        if len(trajectories) != len(goals):
+            raise InvalidTaskError(f"{len(trajectories)} videos but {len(goals)} goals")
+        texts = [torch.from_numpy(self.embed_goal(goal).vector).to(self.device) for goal in goals]
+        embeddings = embed_videos(self.embed_frames, trajectories)
+        lengths = [len(video) for video in embeddings]
+        num_frames = self.critic.config.num_frames
+        windows = torch.cat([
+            video[torch.from_numpy(even_indices(0, np.arange(len(video)), num_frames)).to(self.device)]
+            for video in embeddings
+        ])  # [ΣT, num_frames, D]
+        window_texts = torch.cat([text.expand(length, -1) for text, length in zip(texts, lengths)])  # [ΣT, D]
+        chunk = max(1, self.frames_per_forward // num_frames)
+        last_scores = torch.cat([
+            self.critic(frames, text)[:, -1] for frames, text in zip(windows.split(chunk), window_texts.split(chunk))
+        ])
+        values_per_video = np.split(last_scores.float().cpu().numpy(), np.cumsum(lengths)[:-1])
+        return [Score(values=values, rewards=values - values[0]) for values in values_per_video]
