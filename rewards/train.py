@@ -36,6 +36,7 @@ class Args:
     steps: int = arg(1500, "gradient steps")
     batch_size: int = arg(32, "videos per step")
     lr: float = arg(3e-4, "Adam learning rate (1e-4..3e-4 from scratch, 1e-5 to fine-tune)")
+    num_negatives: int = arg(0, "LIV: extra shuffled-transition negatives in the VIP terms")
     embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width)")
     image_size: int = arg(64, "side of the square frames the image encoder sees")
     layers: int = arg(2, "VLC: transformer layers")
@@ -102,8 +103,8 @@ def main(args: Args) -> Path:
 
     # --- the objective picks the critic, the batch sampler, the loss and the checkpoint writer ---
     if args.objective == "liv":
-        critic = load_critic(args.init)[0] if args.init else LIVCritic(LIVConfig(embed_dim=args.embed_dim,
-                                                                                 image_size=args.image_size))
+        critic = load_critic(args.init)[0] if args.init else LIVCritic(LIVConfig(
+            embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives))
         sample = sample_liv_batch
 
         def loss_fn(pixels, features, success):  # LIV sees successful videos only: `success` is all True

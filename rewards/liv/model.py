@@ -26,6 +26,7 @@ class LIVConfig:
     text_backbone: str = "all-minilm-l6-v2"
     text_dim: int = 384
     gamma: float = 0.98
+    num_negatives: int = 0  # extra shuffled-transition negatives in the VIP terms (LIV's option)
 
     @classmethod
     def from_dict(cls, data: dict) -> "LIVConfig":
@@ -70,17 +71,25 @@ class LIVCritic(nn.Module):
         return self.text_projection(sentence_features)
 
 
-def vip_loss(e_start, e_t, e_next, goal, gamma: float) -> torch.Tensor:
-    """VIP's value loss with self-reward −1 and V = cos / (1 − γ); all inputs [B, D].
+def log_mean_exp_td(e_t, e_next, goal, gamma: float) -> torch.Tensor:
+    """log mean exp(−(r + γ·V(o_{t+1}) − V(o_t))) with r = −1 and V = cos / (1 − γ); inputs [B, D].
 
-    log(mean(exp(x))) is computed as logsumexp − log B, which is the reference formula without overflow.
+    Computed as logsumexp − log B: the reference formula without overflow.
     """
     scale = 1.0 / (1.0 - gamma)
-    v_start = cosine_similarity(e_start, goal) * scale
-    v_t = cosine_similarity(e_t, goal) * scale
-    v_next = cosine_similarity(e_next, goal) * scale
-    advantage = -(-1.0 + gamma * v_next - v_t)
-    return (1.0 - gamma) * -v_start.mean() + torch.logsumexp(advantage, 0) - math.log(advantage.numel())
+    advantage = -(-1.0 + gamma * cosine_similarity(e_next, goal) * scale - cosine_similarity(e_t, goal) * scale)
+    return torch.logsumexp(advantage, 0) - math.log(advantage.numel())
+
+
+def vip_loss(e_start, e_t, e_next, goal, gamma: float, num_negatives: int = 0) -> torch.Tensor:
+    """VIP's value loss; all inputs [B, D]. Each extra negative pairs (o_t, o_{t+1}) of a shuffled batch with the
+    goals, so transitions from other videos also pay the −1 step cost towards this goal (LIV's option)."""
+    v_start = cosine_similarity(e_start, goal) / (1.0 - gamma)
+    loss = (1.0 - gamma) * -v_start.mean() + log_mean_exp_td(e_t, e_next, goal, gamma)
+    for _ in range(num_negatives):
+        permutation = torch.randperm(len(e_t), device=e_t.device)
+        loss = loss + log_mean_exp_td(e_t[permutation], e_next[permutation], goal, gamma)
+    return loss
 
 
 def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
@@ -102,8 +111,8 @@ def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.T
     gamma = critic.config.gamma
     losses = {
         "info_nce": info_nce(e_end, e_text),
-        "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma),
-        "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma),
+        "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma, critic.config.num_negatives),
+        "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma, critic.config.num_negatives),
     }
     total = sum(losses.values())
     return total, {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}

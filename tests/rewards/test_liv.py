@@ -118,3 +118,16 @@ def test_shipped_models_satisfy_protocol():
 def test_rewards_package_imports_without_ray():
     code = "import rewards, rewards.train, sys; assert 'ray' not in sys.modules, 'rewards imported ray'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vip_extra_negatives_add_a_term_per_negative():
+    from rewards.liv.model import vip_loss
+
+    torch.manual_seed(0)
+    e_start, e_t, e_next, goal = torch.randn(4, 6, 8).unbind(0)
+    plain = vip_loss(e_start, e_t, e_next, goal, 0.98)
+    # a batch of identical transitions: shuffling changes nothing, so each negative adds the same TD term
+    same = [x[:1].expand(6, 8) for x in (e_start, e_t, e_next)]
+    one, three = (vip_loss(*same, goal, 0.98, n) for n in (1, 3))
+    base = vip_loss(*same, goal, 0.98)
+    assert torch.isfinite(plain) and (three - base) == pytest.approx(3 * (one - base).item(), rel=1e-5)
