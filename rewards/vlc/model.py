@@ -67,7 +67,7 @@ class VideoLanguageCritic(nn.Module):
         self.pooler = nn.Sequential(nn.Linear(width, width), nn.Tanh())
         self.head = nn.Linear(width, 1)
 
-    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [N, 3, S, S] -> frame embeddings [N, D]."""
         return self.image_encoder(pixels)
 
@@ -118,7 +118,7 @@ def vlc_loss(critic: VideoLanguageCritic, pixels: torch.Tensor, sentence_feature
     to the critic). L_rank = mean over successful videos and t of relu(s_t − s_{t+1}) with their own caption.
     """
     batch, length = pixels.shape[:2]
-    frames = critic.encode_frames(pixels.flatten(0, 1)).view(batch, length, -1)
+    frames = critic.encode_images(pixels.flatten(0, 1)).view(batch, length, -1)
     captions, caption_of = torch.unique(sentence_features, dim=0, return_inverse=True)  # [U, text_dim], [B]
     texts = critic.encode_text(captions)
     num_captions = len(captions)

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
+from rewards.critic import CriticReward
 from rewards.errors import InvalidTaskError
-from rewards.preprocess import embed_in_chunks, embed_videos, preprocess_frames
-from rewards.text import SentenceEncoder
-from rewards.vlc.model import VideoLanguageCritic, even_indices
+from rewards.preprocess import embed_videos
+from rewards.vlc.model import even_indices
 
-class VLCReward:
+
+class VLCReward(CriticReward):
     """A trained Video-Language Critic that scores videos against a task sentence.
 
     values[t] is the score of the partial video o_0..o_t (num_frames sampled evenly from it, repeating frames
@@ -26,26 +27,6 @@ class VLCReward:
 
     goal_kinds = ("text",)
 
-    def __init__(self, name: str, critic: VideoLanguageCritic, sentence_encoder: SentenceEncoder, version: str,
-                 device: str = "cpu", frames_per_forward: int = 512):
-        self.name = name
-        self.version = version
-        self.device = device
-        self.critic = critic.to(device).eval()
-        self.sentence_encoder = sentence_encoder.to(device)
-        self.frames_per_forward = frames_per_forward
-
-    @torch.no_grad()
-    def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 frames [T, H, W, 3] -> frame embeddings [T, D], in chunks that bound memory."""
-        config = self.critic.config
-
-        def encode(chunk):
-            return self.critic.encode_frames(preprocess_frames(chunk, config.image_size, config.mean, config.std,
-                                                               device=self.device))
-
-        return embed_in_chunks(encode, frames, self.frames_per_forward)
-
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         if isinstance(goal, GoalEmbedding):
@@ -57,9 +38,6 @@ class VLCReward:
         text = check_task_text(goal)
         vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
         return GoalEmbedding("text", vector.cpu().numpy(), goal_digest(text))
-
-    def score(self, frames: np.ndarray, goal: Goal) -> Score:
-        return self.score_batch([frames], [goal])[0]
 
     @torch.no_grad()
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:

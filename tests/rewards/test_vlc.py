@@ -145,5 +145,5 @@ def test_vlc_loss_decreases_on_tiny_synthetic_videos():
     assert losses[-5:].mean() < losses[:5].mean() - 1.0
     assert ces[-5:].mean() < ces[:5].mean() - 0.3  # not only the ranking term: captions are told apart
     with torch.no_grad():  # the successful "move right" video ends higher than its failures
-        last = critic(critic.encode_frames(pixels.flatten(0, 1)).view(5, 12, -1), critic.encode_text(features))[:, -1]
+        last = critic(critic.encode_images(pixels.flatten(0, 1)).view(5, 12, -1), critic.encode_text(features))[:, -1]
     assert last[0] > max(last[2], last[4])

@@ -1,0 +1,41 @@
+"""Plumbing shared by rewards built on a trained torch critic with a frozen sentence encoder (LIV, VLC)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rewards.base import Goal, Score
+from rewards.preprocess import embed_in_chunks, preprocess_frames
+
+
+class CriticReward:
+    """Holds the critic on its device and embeds frames in bounded chunks; subclasses add goals and scoring.
+
+    The critic provides `config.image_size/mean/std`, `encode_images(pixels [B,3,S,S]) -> [B,D]` and
+    `encode_text(features) -> [B,D]`; `sentence_encoder` maps texts to those features (MiniLM features, or CLIP
+    token ids for the OpenAI-format LIV).
+    """
+
+    def __init__(self, name: str, critic: torch.nn.Module, sentence_encoder: torch.nn.Module, version: str,
+                 device: str = "cpu", frames_per_forward: int = 512):
+        self.name = name
+        self.version = version
+        self.device = device
+        self.critic = critic.to(device).eval()
+        self.sentence_encoder = sentence_encoder.to(device)
+        self.frames_per_forward = frames_per_forward
+
+    @torch.no_grad()
+    def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [T, H, W, 3] -> frame embeddings [T, D], in chunks that bound memory."""
+        config = self.critic.config
+
+        def encode(chunk):
+            return self.critic.encode_images(preprocess_frames(chunk, config.image_size, config.mean, config.std,
+                                                               device=self.device))
+
+        return embed_in_chunks(encode, frames, self.frames_per_forward)
+
+    def score(self, frames: np.ndarray, goal: Goal) -> Score:
+        return self.score_batch([frames], [goal])[0]
