@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from rewards.base import Goal, Score
+from rewards.checkpoint import load_checkpoint
+from rewards.errors import InvalidCheckpointError
 from rewards.preprocess import embed_in_chunks, preprocess_frames
+from rewards.text import shared_minilm
 
 
 class CriticReward:
@@ -25,6 +30,14 @@ class CriticReward:
         self.critic = critic.to(device).eval()
         self.sentence_encoder = sentence_encoder.to(device)
         self.frames_per_forward = frames_per_forward
+
+    @classmethod
+    def from_checkpoint(cls, name: str, directory: str | Path, config_cls, module_cls, device: str = "cpu"):
+        """The critic saved in `directory` (weights only) with the frozen MiniLM its text projection expects."""
+        critic, digest = load_checkpoint(directory, config_cls, module_cls)
+        if critic.config.text_backbone != "all-minilm-l6-v2":
+            raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
+        return cls(name, critic, shared_minilm(), version=digest, device=device)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewards.checkpoint import load_checkpoint
-from rewards.errors import InvalidCheckpointError
 from rewards.liv.model import LIVConfig, LIVCritic
 from rewards.liv.reward import LIVReward
-from rewards.text import shared_minilm
+
 
 def load_critic(directory: str | Path) -> tuple[LIVCritic, str]:
     """Rebuild a LIV critic from a checkpoint directory; returns it and the weights' digest (its version)."""
@@ -17,7 +16,4 @@ def load_critic(directory: str | Path) -> tuple[LIVCritic, str]:
 
 def load_liv(name: str, directory: str | Path, device: str = "cpu") -> LIVReward:
     """A LIV critic from disk behind the RewardModel protocol."""
-    critic, digest = load_critic(directory)
-    if critic.config.text_backbone != "all-minilm-l6-v2":
-        raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-    return LIVReward(name, critic, shared_minilm(), version=digest, device=device)
+    return LIVReward.from_checkpoint(name, directory, LIVConfig, LIVCritic, device)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewards.checkpoint import load_checkpoint
-from rewards.errors import InvalidCheckpointError
-from rewards.text import shared_minilm
 from rewards.vlc.model import VideoLanguageCritic, VLCConfig
 from rewards.vlc.reward import VLCReward
 
@@ -18,7 +16,4 @@ def load_vlc_critic(directory: str | Path) -> tuple[VideoLanguageCritic, str]:
 
 def load_vlc(name: str, directory: str | Path, device: str = "cpu") -> VLCReward:
     """A VLC critic from disk behind the RewardModel protocol."""
-    critic, digest = load_vlc_critic(directory)
-    if critic.config.text_backbone != "all-minilm-l6-v2":
-        raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-    return VLCReward(name, critic, shared_minilm(), version=digest, device=device)
+    return VLCReward.from_checkpoint(name, directory, VLCConfig, VideoLanguageCritic, device)
