@@ -1,8 +1,9 @@
 """vlreward's reward models and their math: plain torch/numpy, no Ray, no HTTP."""
 
-from rewards.base import GOAL_KINDS, Goal, GoalEmbedding, RewardModel, Score, goal_digest, goal_kind
+from rewards.base import GOAL_KINDS, Goal, GoalEmbedding, RewardModel, Score, StepState, goal_digest, goal_kind
 from rewards.errors import (
     InvalidCheckpointError,
+    InvalidStateError,
     InvalidTaskError,
     InvalidVideoError,
     ModelNotReadyError,
@@ -12,7 +13,7 @@ from rewards.errors import (
 from rewards.registry import DEFAULT_MODEL, get_config, list_models, load_model
 
 __all__ = [
-    "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidTaskError",
-    "InvalidVideoError", "ModelNotReadyError", "RewardModel", "Score", "UnknownModelError", "VLRewardError",
+    "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidStateError", "InvalidTaskError",
+    "InvalidVideoError", "ModelNotReadyError", "RewardModel", "Score", "StepState", "UnknownModelError", "VLRewardError",
     "get_config", "goal_digest", "goal_kind", "list_models", "load_model",
 ]

@@ -8,7 +8,7 @@ from typing import Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
-from rewards.errors import InvalidTaskError
+from rewards.errors import InvalidStateError, InvalidTaskError
 
 GOAL_KINDS = ("text", "image", "demo")
 MAX_TASK_CHARS = 512
@@ -24,6 +24,10 @@ class GoalEmbedding:
 
 
 Goal = Union[str, np.ndarray, GoalEmbedding]
+
+# What a streaming client carries between `score_step` calls: a few named arrays the model made and reads back.
+# Clients treat it as opaque; it is small (a value, or a DP row) so replicas can stay stateless.
+StepState = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,40 @@ class RewardModel(Protocol):
     def score(self, frames: np.ndarray, goal: Goal) -> Score: ...
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]: ...
+
+
+@runtime_checkable
+class StreamingRewardModel(RewardModel, Protocol):
+    """A model that can also pay rewards one frame at a time (design §3), for per-step RL."""
+
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
+        """One new frame per stream, frames [B, H, W, 3] -> rewards [B] and each stream's next state."""
+        ...
+
+    def score_step(self, frame: np.ndarray, goal: Goal, state: StepState | None = None) -> tuple[float, StepState]: ...
+
+
+class StreamingMixin:
+    """`score_step` for one stream, from the model's vectorised `score_steps`."""
+
+    def score_step(self, frame: np.ndarray, goal: Goal, state: StepState | None = None) -> tuple[float, StepState]:
+        """The reward for arriving at `frame` [H, W, 3]; start with state None and pass back the state you got.
+
+        Streaming agrees with `score`: the k-th call's reward is `score(frames[:k+1], goal).rewards[k]`.
+        """
+        rewards, states = self.score_steps(frame[None], [goal], [state])
+        return float(rewards[0]), states[0]
+
+
+def state_array(state: StepState, key: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """`state[key]` as float32 of the given shape (None = any length), or InvalidStateError naming what is wrong."""
+    array = state.get(key) if isinstance(state, dict) else None
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(array.shape, shape)) or not np.isfinite(array).all():
+        got = f"{array.dtype} {list(array.shape)}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise InvalidStateError(f"state[{key!r}] must be finite floats of shape {list(shape)}; got {got}")
+    return array.astype(np.float32, copy=False)
 
 
 def check_task_text(goal: str) -> str:

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewards.base import Goal, Score
+from rewards.base import Goal, Score, StreamingMixin
 from rewards.checkpoint import load_checkpoint
 from rewards.errors import InvalidCheckpointError
 from rewards.preprocess import embed_in_chunks, preprocess_frames
 from rewards.text import shared_minilm
 
 
-class CriticReward:
+class CriticReward(StreamingMixin):
     """Holds the critic on its device and embeds frames in bounded chunks; subclasses add goals and scoring.
 
     The critic provides `config.image_size/mean/std`, `encode_images(pixels [B,3,S,S]) -> [B,D]` and

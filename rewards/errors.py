@@ -28,6 +28,12 @@ class InvalidTaskError(VLRewardError, ValueError):
     code = "invalid_task"
 
 
+class InvalidStateError(VLRewardError, ValueError):
+    """Raised when a streaming state sent back by a client is not one this model produced for this goal."""
+
+    code = "invalid_state"
+
+
 class InvalidCheckpointError(VLRewardError, ValueError):
     """Raised when a checkpoint is malformed, outside the model root, or not weights-only."""
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
 from rewards.errors import (
     InvalidCheckpointError,
+    InvalidStateError,
     InvalidTaskError,
     InvalidVideoError,
     ModelNotReadyError,
@@ -29,6 +31,12 @@ class PayloadTooLargeError(VLRewardError):
     code = "payload_too_large"
 
 
+class OverloadedError(ModelNotReadyError):
+    """Raised when a model's request queue is full (Ray Serve backpressure): retry after a pause."""
+
+    code = "overloaded"
+
+
 class UnsupportedMediaError(VLRewardError):
     """Raised when an upload is not of a media type the route takes (e.g. a video where .npy is expected)."""
 
@@ -39,9 +47,11 @@ ERROR_STATUS: dict[type[VLRewardError], int] = {
     VLRewardError: 400,
     InvalidVideoError: 422,
     InvalidTaskError: 422,
+    InvalidStateError: 422,
     InvalidCheckpointError: 400,
     UnknownModelError: 404,
     ModelNotReadyError: 503,
+    OverloadedError: 503,
     UnauthorizedError: 401,
     PayloadTooLargeError: 413,
     UnsupportedMediaError: 415,
@@ -75,6 +85,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
         """A bug, not bad input: still JSON, and the replica's log has the traceback."""
+        if isinstance(error, BackPressureError):  # a model's queue is full: tell the client when to come back
+            return await vlreward_error(request, OverloadedError(str(error)))
         return error_response(500, "internal_error", f"{type(error).__name__} while serving {request.url.path}")
 
     @app.exception_handler(HTTPException)

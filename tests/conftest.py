@@ -54,3 +54,26 @@ def babyai_videos(tmp_path_factory):
 @pytest.fixture
 def random_frames():
     return np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+
+
+def check_streaming_matches_score(model, video: np.ndarray, goal, tolerance: float = 1e-5) -> None:
+    """Streaming agrees with offline scoring: step k pays score(video[:k+1]).rewards[k], for one stream and for
+    a vector of streams stepped together (whose states must stay separate)."""
+    expected = [float(model.score(video[: k + 1], goal).rewards[-1]) for k in range(len(video))]
+    state, streamed = None, []
+    for frame in video:
+        reward, state = model.score_step(frame, goal, state)
+        streamed.append(reward)
+    np.testing.assert_allclose(streamed, expected, rtol=tolerance, atol=tolerance)
+    states, vector = [None, None], []
+    for frame in video:  # stream 0 plays the video, stream 1 replays its first frame
+        rewards, states = model.score_steps(np.stack([frame, video[0]]), [goal, goal], states)
+        vector.append(rewards)
+    np.testing.assert_allclose(np.array(vector)[:, 0], expected, rtol=tolerance, atol=tolerance)
+    first_only = [float(model.score(video[:1].repeat(k + 1, 0), goal).rewards[-1]) for k in range(len(video))]
+    np.testing.assert_allclose(np.array(vector)[:, 1], first_only, rtol=tolerance, atol=tolerance)
+
+
+@pytest.fixture
+def streaming_check():
+    return check_streaming_matches_score

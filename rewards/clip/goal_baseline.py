@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
+from rewards.base import Goal, GoalEmbedding, Score, StepState, StreamingMixin, check_task_text, goal_digest
 from rewards.clip.hf_model import HFCLIP
 from rewards.clip.openai_model import CLIP_MEAN, CLIP_STD
 from rewards.errors import InvalidTaskError
@@ -56,7 +56,7 @@ def goal_baseline_reward(images: torch.Tensor, target: torch.Tensor, baseline: t
     return 1 - 0.5 * projected.pow(2).sum(-1)
 
 
-class CLIPGoalBaselineReward:
+class CLIPGoalBaselineReward(StreamingMixin):
     """Scores each frame by how close CLIP puts it to the target prompt(s), along the baseline->target direction.
 
     A text goal is one target prompt, or several separated by "|" (their normalised embeddings are averaged,
@@ -123,3 +123,11 @@ class CLIPGoalBaselineReward:
             values = values.float().cpu().numpy()
             scores.append(Score(values=values, rewards=values.copy()))
         return scores
+
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
+        """One new frame per stream [B, H, W, 3]: each frame's R; nothing to carry, so every state is empty."""
+        if not len(frames) == len(goals) == len(states):
+            raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
+        scores = self.score_batch(list(frames[:, None]), goals)
+        return np.array([score.rewards[0] for score in scores], np.float32), [{} for _ in scores]

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
+from rewards.base import Goal, GoalEmbedding, Score, StepState, check_task_text, goal_digest, state_array
 from rewards.critic import CriticReward
 from rewards.errors import InvalidTaskError
 from rewards.math import cosine_similarity, value_difference_rewards
@@ -46,3 +46,18 @@ class LIVReward(CriticReward):
             values = cosine_similarity(frame_embeddings, goal_vector).float().cpu().numpy()
             scores.append(Score(values=values, rewards=value_difference_rewards(values)))
         return scores
+
+    @torch.no_grad()
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
+        """One new frame per stream [B, H, W, 3]: reward V_t − V_{t−1} (0 on a stream's first frame).
+
+        A stream's state is its last value, {"value": [1]}.
+        """
+        if not len(frames) == len(goals) == len(states):
+            raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
+        goal_vectors = torch.stack([torch.from_numpy(self.embed_goal(goal).vector) for goal in goals]).to(self.device)
+        values = cosine_similarity(self.embed_frames(frames), goal_vectors).float().cpu().numpy()
+        previous = np.array([values[i] if state is None else state_array(state, "value", (1,))[0]
+                             for i, state in enumerate(states)], np.float32)
+        return values - previous, [{"value": value[None]} for value in values]

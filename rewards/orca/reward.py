@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from rewards import matching
-from rewards.base import Goal, GoalEmbedding, Score, goal_digest
-from rewards.errors import InvalidTaskError, InvalidVideoError
+from rewards.base import Goal, GoalEmbedding, Score, StepState, StreamingMixin, goal_digest, state_array
+from rewards.errors import InvalidTaskError
 from rewards.features import FEATURE_KINDS, FrameFeatures
-from rewards.preprocess import embed_videos
+from rewards.preprocess import check_frames, embed_videos
 
 MATCHERS = {
     "orca": lambda cost, config: matching.orca(cost, config.tau),
@@ -60,19 +60,7 @@ class ORCAConfig:
         return cls(**known)
 
 
-@dataclass(frozen=True)
-class ORCAStreamState:
-    """What a streaming client carries between `score_step` calls: N + (context - 1)·D floats.
-
-    log_coverage: [N] ORCA's log coverage after the last frame whose temporal context is complete (None before).
-    recent: [k, D] features of the k ≤ context - 1 frames after it, whose cost rows still look past the end.
-    """
-
-    log_coverage: np.ndarray | None
-    recent: np.ndarray
-
-
-class ORCAReward:
+class ORCAReward(StreamingMixin):
     """Scores a video against one demo video by matching their frames' features (design §4.2).
 
     `config.matcher` picks ORCA or one of its frame-level baselines (ot, temporal_ot, dtw, threshold).
@@ -123,29 +111,39 @@ class ORCAReward:
             scores.append(Score(values=rewards, rewards=rewards.copy()))
         return scores
 
-    def score_step(self, frame: np.ndarray, goal: Goal, state: ORCAStreamState | None = None) -> tuple[float, ORCAStreamState]:
-        """Stream ORCA one frame [H, W, 3] at a time; start with state None.
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
+        """Stream ORCA one new frame per stream [B, H, W, 3]; each reward is what `score` gives the newest frame.
 
-        Returns the reward `score` gives the last frame of the video seen so far. A frame's cost looks
-        context - 1 frames ahead (clipped at the video's end), so the rows of the newest frames change as
-        frames arrive: the state keeps the DP row of the last frame whose context is complete plus the
-        features of the frames after it, and each step recomputes only those rows.
+        A frame's cost looks context − 1 frames ahead (clipped at the video's end), so the rows of the newest
+        frames change as frames arrive. A stream's state keeps the DP row of the last frame whose context is
+        complete ({"log_coverage": [N]}, absent before there is one) and the features of the frames after it
+        ({"recent": [k, D]}, k < context); each step recomputes only those rows.
         """
         if self.config.matcher != "orca":
             raise InvalidTaskError(f"only the 'orca' matcher streams; this model uses {self.config.matcher!r}")
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-            raise InvalidVideoError(f"a streamed frame must be a uint8 [H, W, 3] array, got {getattr(frame, 'shape', frame)}")
-        demo = self.embed_goal(goal).vector
-        new = self.features(frame[None]).cpu().numpy()
-        log_coverage, window = (None, new) if state is None else (state.log_coverage, np.concatenate([state.recent, new]))
-        rows = []
-        running = log_coverage
-        for cost_row in self._cost(window, demo):
-            reward, running = matching.orca_step(cost_row, running, self.config.tau)
-            rows.append(running)
-        if len(window) == self.config.context:  # the oldest frame's context is complete: its row is final
-            return reward, ORCAStreamState(rows[0], window[1:])
-        return reward, ORCAStreamState(log_coverage, window)
+        if not len(frames) == len(goals) == len(states):
+            raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
+        new = self.features(check_frames(frames)).cpu().numpy()  # [B, D]
+        rewards, next_states = [], []
+        for features, goal, state in zip(new, goals, states):
+            demo = self.embed_goal(goal).vector
+            log_coverage, window = None, features[None]
+            if state is not None:
+                recent = state_array(state, "recent", (None, demo.shape[1]))[: self.config.context - 1]
+                window = np.concatenate([recent, window])
+                if "log_coverage" in state:
+                    log_coverage = state_array(state, "log_coverage", (len(demo),))
+            rows, running = [], log_coverage
+            for cost_row in self._cost(window, demo):
+                reward, running = matching.orca_step(cost_row, running, self.config.tau)
+                rows.append(running)
+            if len(window) == self.config.context:  # the oldest frame's context is complete: its row is final
+                log_coverage, window = rows[0], window[1:]
+            rewards.append(reward)
+            next_states.append({"recent": window} if log_coverage is None else
+                               {"log_coverage": log_coverage.astype(np.float32), "recent": window})
+        return np.array(rewards, np.float32), next_states
 
     def _cost(self, frame_features: torch.Tensor | np.ndarray, demo: np.ndarray) -> np.ndarray:
         """Learner features [T, D] and demo features [N, D] -> cost [T, N]."""

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rewards.base import Goal, GoalEmbedding, Score, check_task_text, goal_digest
+from rewards.base import Goal, GoalEmbedding, Score, StepState, check_task_text, goal_digest, state_array
 from rewards.critic import CriticReward
 from rewards.errors import InvalidTaskError
 from rewards.preprocess import embed_videos
@@ -63,3 +63,27 @@ class VLCReward(CriticReward):
         ])
         values_per_video = np.split(last_scores.float().cpu().numpy(), np.cumsum(lengths)[:-1])
         return [Score(values=values, rewards=values - values[0]) for values in values_per_video]
+
+    @torch.no_grad()
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
+        """One new frame per stream [B, H, W, 3]: reward = score of the stream's video so far − its first score.
+
+        The window samples from every frame seen so far, so a stream's state keeps their embeddings
+        ({"frames": [t, D]}, 4·D bytes a step) and the first score ({"first": [1]}).
+        """
+        if not len(frames) == len(goals) == len(states):
+            raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
+        width = self.critic.config.embed_dim
+        new = self.embed_frames(frames)  # [B, D]
+        rewards, next_states = [], []
+        for embedding, goal, state in zip(new, goals, states):
+            seen = embedding[None] if state is None else torch.cat(
+                [torch.from_numpy(state_array(state, "frames", (None, width))).to(self.device), embedding[None]])
+            window = seen[torch.from_numpy(even_indices(0, len(seen) - 1, self.critic.config.num_frames)).to(self.device)]
+            text = torch.from_numpy(self.embed_goal(goal).vector).to(self.device)
+            value = self.critic(window[None], text[None])[0, -1].float().cpu().numpy()[None]
+            first = value if state is None else state_array(state, "first", (1,))
+            rewards.append(float(value[0] - first[0]))
+            next_states.append({"frames": seen.float().cpu().numpy(), "first": first})
+        return np.array(rewards, np.float32), next_states

@@ -118,6 +118,11 @@ def test_goal_baseline_batch_equals_single_scores_and_cached_goals(goal_baseline
     assert goal_baseline.goal_kinds == ("text",) and isinstance(goal_baseline, rewards.RewardModel)
 
 
+def test_goal_baseline_streams_its_per_frame_rewards(goal_baseline, streaming_check):
+    video = np.random.default_rng(2).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    streaming_check(goal_baseline, video, "pick up the red ball")
+
+
 @pytest.mark.parametrize("goal", ["", "  ", "open | ", "x" * 600, "a robot | the robot", random_frames(1)[0], 3])
 def test_goal_baseline_bad_goals_raise_invalid_task(goal_baseline, goal):
     with pytest.raises(rewards.InvalidTaskError):

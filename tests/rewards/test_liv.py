@@ -131,3 +131,17 @@ def test_vip_extra_negatives_add_a_term_per_negative():
     one, three = (vip_loss(*same, goal, 0.98, n) for n in (1, 3))
     base = vip_loss(*same, goal, 0.98)
     assert torch.isfinite(plain) and (three - base) == pytest.approx(3 * (one - base).item(), rel=1e-5)
+
+
+def test_streaming_rewards_equal_offline_rewards(tiny_model, streaming_check):
+    video = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    streaming_check(tiny_model, video, "go to the red ball")
+    streaming_check(tiny_model, video, video[-1])  # an image goal streams the same way
+
+
+@pytest.mark.parametrize("state", [{}, {"value": np.zeros(2, np.float32)}, {"value": np.array([np.nan], np.float32)},
+                                   {"value": np.array(["x"])}])
+def test_malformed_stream_state_is_rejected(tiny_model, state):
+    frame = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(rewards.InvalidStateError, match="value"):
+        tiny_model.score_step(frame, "go to the red ball", state)

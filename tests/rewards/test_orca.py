@@ -83,10 +83,14 @@ def test_streaming_equals_offline_scoring_of_each_prefix(model, context):
     for t, frame in enumerate(video):
         reward, state = streaming.score_step(frame, demo, state)
         streamed.append(reward)
-        assert len(state.recent) == min(t + 1, context - 1)
+        assert len(state["recent"]) == min(t + 1, context - 1)
         assert reward == pytest.approx(float(streaming.score(video[:t + 1], demo).rewards[-1]), rel=1e-5, abs=1e-7)
     if context == 1:  # nothing looks ahead, so the stream is also the offline score of the whole video
         np.testing.assert_allclose(streamed, streaming.score(video, demo).rewards, rtol=1e-5, atol=1e-7)
+
+
+def test_vector_of_streams_keeps_states_apart(model, streaming_check):
+    streaming_check(model, moving_square(7, seed=6), moving_square(5))
 
 
 @pytest.mark.parametrize("matcher", sorted(MATCHERS))

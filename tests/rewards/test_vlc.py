@@ -147,3 +147,7 @@ def test_vlc_loss_decreases_on_tiny_synthetic_videos():
     with torch.no_grad():  # the successful "move right" video ends higher than its failures
         last = critic(critic.encode_images(pixels.flatten(0, 1)).view(5, 12, -1), critic.encode_text(features))[:, -1]
     assert last[0] > max(last[2], last[4])
+
+
+def test_streaming_rewards_equal_offline_rewards(tiny_model, streaming_check):
+    streaming_check(tiny_model, random_frames(14, seed=7), "open the drawer", tolerance=1e-4)
