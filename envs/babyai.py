@@ -7,7 +7,6 @@ frames in `info["frame"]`, as ORCA and VLC do on Meta-World (design.md §6).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import math
 import re
@@ -16,7 +15,10 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids)
 import numpy as np
 from minigrid.core.actions import Actions
+from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, PickupInstr
 from minigrid.utils.baby_ai_bot import BabyAIBot
+
+from envs.episode import Episode, first_success, record
 
 # short name ("GoToRedBall") -> gym id ("BabyAI-GoToRedBall-v0")
 _LEVELS = {re.sub(r"^BabyAI-|-v\d+$", "", env_id): env_id for env_id in gym.registry if env_id.startswith("BabyAI-")}
@@ -24,7 +26,8 @@ _LEVELS = {re.sub(r"^BabyAI-|-v\d+$", "", env_id): env_id for env_id in gym.regi
 _IMAGE_MAX = np.array([10.0, 5.0, 2.0], dtype=np.float32)
 # random actions only move and turn: a realistic failure wanders around instead of toggling or dropping things
 _MOVE_ACTIONS = np.array([Actions.left, Actions.right, Actions.forward])
-POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 0.5}  # policy -> default probability of a random action
+# policy -> default probability of a random action; "other_task" is the expert of another task in the same scene
+POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 0.5, "other_task": 0.0}
 
 
 def level_name(task: str) -> str:
@@ -85,17 +88,20 @@ def make_env(task: str, seed: int | None = None, render_size: int = 64) -> gym.E
     return BabyAIEnv(env, seed=seed, render_size=render_size)
 
 
-@dataclasses.dataclass(frozen=True)
-class Episode:
-    """One recorded episode; `frames` is uint8 [T+1, H, W, 3] with the initial frame first, `actions` has T entries."""
-
-    frames: np.ndarray
-    mission: str
-    success: bool
-    actions: list[int]
-    level: str
-    seed: int
-    policy: str
+def other_task(env: gym.Env, rng: np.random.Generator):
+    """Another instruction in the same scene, for a hard negative: pick up (for pick-up and put-next missions) or
+    go to an object that the mission does not mention; None if the scene has no such object."""
+    env = env.unwrapped
+    descs = [getattr(env.instrs, name) for name in ("desc", "desc_move", "desc_fixed") if hasattr(env.instrs, name)]
+    named = {(obj.type, obj.color) for desc in descs for obj in desc.obj_set}
+    others = sorted({(obj.type, obj.color) for obj in env.grid.grid
+                     if obj is not None and obj.type in ("ball", "box", "key")} - named)
+    if not others:
+        return None
+    instr_type = GoToInstr if isinstance(env.instrs, GoToInstr) else PickupInstr
+    instr = instr_type(ObjDesc(*others[rng.integers(len(others))]))
+    instr.reset_verifier(env)
+    return instr
 
 
 def rollout(
@@ -105,30 +111,50 @@ def rollout(
     render_size: int = 64,
     max_steps: int | None = None,
     action_noise: float | None = None,
+    policy_seed: int | None = None,
 ) -> Episode:
-    """Run one episode, deterministic in (task, seed, policy).
+    """Run one episode, deterministic in (task, seed, policy, policy_seed); `seed` fixes the scene and mission.
 
     Policies: "expert" (`BabyAIBot`), "random" (uniform over left/right/forward), "noisy_expert" (the expert,
-    but with probability `action_noise`, default 0.5, a random move instead). Stops at termination,
-    truncation or after `max_steps` actions.
+    but with probability `action_noise`, default 0.5, a random move instead), "other_task" (the expert of another
+    instruction in the same scene, `other_task`, until it completes that one; "random" where the scene has no
+    other object). `policy_seed` (default `seed`) seeds the policy's randomness alone. Stops at termination,
+    truncation or after `max_steps` actions. BabyAI has no ground-truth progress.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(POLICIES)}")
     noise = POLICIES[policy] if action_noise is None else action_noise
+    rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
     env = make_env(task, render_size=render_size)
-    rng = np.random.default_rng(seed)
-    _, info = env.reset(seed=seed)
-    bot = BabyAIBot(env) if policy != "random" else None
-    frames, actions, success = [info["frame"]], [], False
-    while max_steps is None or len(actions) < max_steps:
-        # the bot must see every step, including the random ones, to keep its map and plan current
-        expert_action = bot.replan(actions[-1] if actions else None) if bot else None
-        action = int(rng.choice(_MOVE_ACTIONS)) if rng.random() < noise else int(expert_action)
-        _, _, terminated, truncated, info = env.step(action)
-        frames.append(info["frame"])
-        actions.append(action)
-        success = success or info["success"]
-        if terminated or truncated:
-            break
+    performed = None
+
+    def make_policy(env):
+        nonlocal policy, performed
+        instrs = env.unwrapped.instrs
+        target = other_task(env, rng) if policy == "other_task" else instrs
+        if target is None:
+            policy = "random"
+        if policy == "random":
+            return lambda obs, info: int(rng.choice(_MOVE_ACTIONS))
+        if target is not instrs:
+            performed = target.surface(env.unwrapped)
+        env.unwrapped.instrs = target  # the bot plans for `target`; the env keeps checking its own mission
+        bot = BabyAIBot(env)
+        env.unwrapped.instrs = instrs
+        last = []
+
+        def act(obs, info):
+            if target is not instrs and last and target.verify(last[-1]) == "success":
+                return None
+            # the bot must see every step, including the random ones, to keep its map and plan current
+            expert_action = bot.replan(last[-1] if last else None)
+            last.append(int(rng.choice(_MOVE_ACTIONS)) if rng.random() < noise else int(expert_action))
+            return last[-1]
+
+        return act
+
+    frames, states, actions, infos = record(env, seed, make_policy, max_steps)
     env.close()
-    return Episode(np.stack(frames), info["mission"], success, actions, level_name(task), seed, policy)
+    success_step = first_success(infos)
+    return Episode(np.stack(frames), np.stack(states), np.array(actions, dtype=np.int64), infos[-1]["mission"],
+                   success_step is not None, level_name(task), seed, policy, success_step, performed=performed)

@@ -105,7 +105,7 @@ def write_episode(job: tuple[int, str, int, str, str, int]) -> dict:
         "task": episode.mission,
         "success": episode.success,
         "env": "babyai",
-        "level": episode.level,
+        "level": episode.task,
         "seed": seed,
         "policy": policy,
         "num_frames": len(episode.frames),

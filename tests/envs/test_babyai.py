@@ -37,7 +37,7 @@ def test_reset_is_deterministic():
     assert info_a["mission"] == info_b["mission"]
 
 
-@pytest.mark.parametrize("task", ["GoToRedBall", "GoToLocal"])
+@pytest.mark.parametrize("task", ["GoToRedBall", "GoToLocal", "PickupLoc", "PutNextLocal"])
 def test_expert_solves(task):
     for seed in range(5):
         episode = rollout(task, seed, "expert")
@@ -45,7 +45,8 @@ def test_expert_solves(task):
         assert episode.success, (task, seed)
         assert episode.frames.shape == (len(episode.actions) + 1, 64, 64, 3)
         assert episode.frames.dtype == np.uint8
-        assert episode.level == task and episode.seed == seed and episode.policy == "expert"
+        assert episode.task == task and episode.seed == seed and episode.policy == "expert"
+        assert episode.success_step == len(episode.actions) and episode.states.shape == (len(episode.frames), 151)
 
 
 def test_random_fails_mostly():
@@ -56,12 +57,22 @@ def test_random_fails_mostly():
 
 def test_rollout_is_deterministic():
     a, b = rollout("GoToLocal", 3, "noisy_expert"), rollout("GoToLocal", 3, "noisy_expert")
-    assert a.actions == b.actions and np.array_equal(a.frames, b.frames)
+    assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
     assert not np.array_equal(rollout("GoToLocal", 4, "noisy_expert").frames[0], a.frames[0])
 
 
 def test_max_steps_and_unknown_policy():
     episode = rollout("GoToRedBall", 0, "random", max_steps=5)
     assert len(episode.actions) == 5 and len(episode.frames) == 6
-    with pytest.raises(ValueError, match="noisy_expert"):
+    with pytest.raises(ValueError, match="other_task"):
         rollout("GoToRedBall", 0, "clairvoyant")
+
+
+@pytest.mark.parametrize("task", ["GoToLocal", "PickupLoc", "PutNextLocal"])
+def test_other_task_is_a_hard_negative(task):
+    for seed in range(5):
+        episode = rollout(task, seed, "other_task")
+        assert episode.policy == "other_task" and not episode.success, (task, seed)
+        assert episode.performed and episode.performed != episode.mission
+        assert episode.performed.split()[:2] == (["go", "to"] if task == "GoToLocal" else ["pick", "up"])
+    assert rollout("GoToObj", 0, "other_task").policy == "random"  # a single object: no other task to do
