@@ -1,0 +1,98 @@
+"""Reward-quality evaluation: known answers through a toy model, then the shipped models on a generated dataset."""
+
+import json
+
+import numpy as np
+import pytest
+
+import rewards
+from envs.generate import Args as DataArgs
+from envs.generate import generate
+from rewards.base import GoalEmbedding, Score, goal_digest
+from rewards.evaluate import evaluate, select_rows, summary, time_warps
+from vlreward.plot import plot_evaluation
+
+
+class Brightness:
+    """A text-goal reward that ignores the text: value = mean pixel of the frame / 255."""
+
+    name, goal_kinds, version = "brightness", ("text",), "0"
+
+    def embed_goal(self, goal):
+        return GoalEmbedding("text", np.zeros(1, np.float32), goal_digest(goal))
+
+    def score_batch(self, trajectories, goals):
+        values = [frames.reshape(len(frames), -1).mean(1) / 255.0 for frames in trajectories]
+        return [Score(v, np.diff(v, prepend=v[0])) for v in values]
+
+    def score(self, frames, goal):
+        return self.score_batch([frames], [goal])[0]
+
+
+def video(levels):
+    return np.repeat(np.asarray(levels, np.uint8)[:, None, None, None], 4, axis=1).repeat(4, 2).repeat(3, 3)
+
+
+def test_known_answers_through_a_toy_model():
+    rows = [
+        {"frames": video([10, 20, 30, 40]), "task": "go to the red ball", "success": True, "env": "toy",
+         "progress": [0.0, 0.2, 0.5, 1.0], "paraphrases": ["walk to the red ball"]},
+        {"frames": video([10, 50, 90]), "task": "go to the blue key", "success": True, "env": "toy",
+         "progress": [0.0, 0.5, 1.0]},
+        {"frames": video([45, 45, 45, 45, 45]), "task": "go to the red ball", "success": False, "env": "toy",
+         "policy": "random"},
+        {"frames": video([40, 30, 20]), "task": "go to the blue key", "success": False, "env": "toy",
+         "kind": "hard_negative", "other_task": "go to the red ball", "seed": 7},
+        {"frames": video([0, 0]), "task": "unused", "success": True, "split": "train"},
+    ]
+    report = evaluate(Brightness(), rows, split="test", progress=False)
+    assert report["videos"] == 4 and report["successes"] == 2 and report["failures"] == 2
+    assert report["voc"] == pytest.approx(1.0)
+    assert report["auroc_return"] == 1.0  # returns 0.118, 0.314 vs 0 and -0.078
+    assert report["auroc_final_value"] == 0.75  # final values 0.157, 0.353 vs 0.176, 0.078: 3 of 4 pairs
+    assert report["progress_pearson"] > 0.9
+    # the toy model ignores the text: rewording changes nothing, and the true task never beats another
+    assert report["paraphrase"] == {"pairs": 1, "relative_change": 0.0, "median_abs_change": 0.0}
+    assert report["wrong_task"]["ranked_correctly"] == 0.0
+    assert report["hard_negatives"]["same_video"] == {"pairs": 1, "ranked_correctly": 0.0}
+    assert report["auroc_by_failure_kind"].keys() == {"random", "hard_negative"}
+    assert "paraphrase" in summary(report)
+
+
+def test_time_warps_keep_the_demo_order():
+    demo = video([0, 1, 2, 3, 4])
+    warps = time_warps(demo)
+    assert warps["slow_0.5x"][:, 0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert warps["fast_2x"][:, 0, 0, 0].tolist() == [0, 2, 4]
+    assert time_warps(video([0, 1, 2, 3]))["fast_2x"][:, 0, 0, 0].tolist() == [0, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    generate(DataArgs(tasks=["GoToRedBall", "GoToLocal"], episodes=12, out=str(out), failure_fraction=0.5,
+                      workers=1))
+    return out
+
+
+def test_shipped_text_model_on_a_generated_dataset(dataset, tmp_path):
+    report = evaluate(rewards.load_model("babyai-liv"), dataset, split="all", progress=False)
+    assert report["videos"] == len(select_rows(dataset, "all")) == 12
+    assert report["successes"] > 0 and report["failures"] > 0
+    assert -1.0 <= report["voc"] <= 1.0
+    assert 0.0 <= report["auroc_return"] <= 1.0 and 0.0 <= report["auroc_final_value"] <= 1.0
+    assert 0.0 <= report["wrong_task"]["ranked_correctly"] <= 1.0
+    assert any("paraphrase" in note for note in report["notes"])
+    json.dumps(report)  # the report is JSON as it stands
+
+    written = plot_evaluation(report, tmp_path)
+    assert {p.name for p in written} == {"curves_GoToRedBall.png", "curves_GoToLocal.png", "histogram.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_shipped_demo_model_ranks_time_warped_demos_above_failures(dataset):
+    report = evaluate(rewards.load_model("babyai-orca"), dataset, split="all", progress=False)
+    assert report["demos"] > 0 and set(report["time_warp"]) == {"slow_0.5x", "fast_2x"}
+    for result in report["time_warp"].values():
+        assert result["ranked_above_failures"] >= 0.9
+    assert report["final_reward_mean"]["fast_2x"] > report["final_reward_mean"]["stopped_early"]
