@@ -1,10 +1,14 @@
-"""PPO (RLlib new API stack) on a BabyAI level with rewards from a vlreward `RewardModel`.
+"""PPO (RLlib new API stack) with rewards from a vlreward `RewardModel`: the sparse-vs-dense experiment.
 
-The policy sees the env's flat state vector; the frames travel in `info["frame"]` to the `ServiceReward` learner
-connector, which scores every finished episode of an iteration in one `score_batch` call (design.md §6b).
+The policy sees the env's state vector with the task's sentence embedding appended (`TaskObservation`), so one
+policy learns every task in `--tasks`. Frames (rendered at the critic's input size) travel in `info["frame"]` to
+the `ServiceReward` learner connector, which scores the finished episodes of an iteration in one `score_batch`
+call (design.md §6b). Each (reward, seed) run adds rows to `curves.csv`; `curves.png` plots the success rate
+against env steps, averaged over seeds.
 
-    python -m rl.train --task GoToRedBall --reward dense --model babyai-liv --iterations 10
+    python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
+    python -m rl.train --url handle --model babyai-liv                  # a Serve deployment handle on this cluster
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import importlib
+import math
 import os
 import random
 import time
@@ -19,44 +25,84 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rewards.base import RewardModel
-from rl.connector import MODES, ServiceReward
+from rl.connector import ServiceReward
+from rl.mix import MODES, SIGNALS, RewardMix
 from vlreward.args import arg, parse_args
 
-ENV_NAME = "vlreward-babyai"
-CURVE_FIELDS = ("iteration", "env_steps", "episode_return_mean", "served_return_mean", "success_rate", "time_s")
+ENV_NAME = "vlreward-tasks"
+ENVS = ("babyai", "metaworld")
+CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episode_return_mean",
+                "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
 
 
 @dataclass
 class Args:
-    """Train PPO on a BabyAI level with video-language rewards."""
+    """Train PPO with video-language rewards and compare sparse, dense and dense+sparse."""
 
-    task: str = arg("GoToRedBall", "BabyAI level, short name or gym id")
-    reward: str = arg("dense", "which reward the policy is trained on", choices=MODES)
+    env: str = arg("babyai", "environment suite", choices=ENVS)
+    tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
+    reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
     model: str = arg("babyai-liv", "reward model name or checkpoint directory")
-    url: str = arg("", "reward service URL; empty = load the model in-process")
-    iterations: int = arg(10, "PPO training iterations")
-    seed: int = arg(0, "seed for RLlib, torch, numpy and the envs")
-    render_size: int = arg(64, "side of the RGB frames sent to the reward model, pixels")
-    max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the level's own limit")
+    url: str = arg("", "reward service: http(s) URL, 'handle' (Serve deployment on this Ray cluster), '' in-process")
+    steps: int = arg(20_000, "env steps per run")
+    seeds: int = arg(1, "runs per reward, seeds seed..seed+seeds-1")
+    seed: int = arg(0, "first seed for RLlib, torch, numpy and the envs")
+    signal: str = arg("rewards", "dense signal: the model's rewards or progress V_t - V_0", choices=SIGNALS)
+    success_bonus: float = arg(1.0, "w in dense + w*success (and the sparse reward's size)")
+    reward_scale: float = arg(1.0, "scale of the served dense reward (per model)")
+    normalize: bool = arg(False, "divide the dense reward by the running std of its episode returns")
+    task_embedding: bool = arg(True, "append the task's MiniLM sentence embedding to the policy observation")
+    ready_wait_s: float = arg(60.0, "how long an iteration waits for an unreachable reward service before failing")
+    render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
+    max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     num_env_runners: int = arg(0, "remote env runners; 0 samples in the driver")
     train_batch_size: int = arg(1000, "env steps per PPO iteration")
-    out: str = arg("runs/rl", "folder for curve.csv")
+    out: str = arg("runs/rl", "folder for curves.csv and curves.png")
+
+
+def critic_input_size(model: str, default: int = 64) -> int:
+    """The image side the critic resizes frames to (its config's `image_size`), so frames are rendered no larger."""
+    from rewards import get_config
+
+    try:
+        return int(get_config(model).get("image_size", default))
+    except Exception:  # a model only the remote service knows: keep the default
+        return default
+
+
+class TaskSampler(gym.Env):
+    """One env over several tasks: each reset picks one at random (their spaces must agree)."""
+
+    def __init__(self, envs: Sequence[gym.Env], seed: int | None):
+        self.envs, self.rng = list(envs), np.random.default_rng(seed)
+        self.observation_space, self.action_space = self.envs[0].observation_space, self.envs[0].action_space
+        self.env = self.envs[0]
+
+    def reset(self, *, seed=None, options=None):
+        self.env = self.envs[self.rng.integers(len(self.envs))]
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        return self.env.step(action)
 
 
 def make_training_env(env_config: dict):
-    """RLlib env creator: `envs.babyai.make_env` plus an optional step limit (env_config from `build_config`)."""
-    import gymnasium as gym
-
-    from envs.babyai import make_env
-
-    env = make_env(env_config["task"], seed=None, render_size=env_config["render_size"])
+    """RLlib env creator: the suite's `make_env` per task, sampled per episode, with the task in the observation."""
+    suite = importlib.import_module(f"envs.{env_config['env']}")
+    seed = env_config.get("seed")
+    envs = [suite.make_env(task, seed=seed, render_size=env_config["render_size"]) for task in env_config["tasks"]]
     if env_config.get("max_episode_steps"):
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=env_config["max_episode_steps"])
+        envs = [gym.wrappers.TimeLimit(e, max_episode_steps=env_config["max_episode_steps"]) for e in envs]
+    env = envs[0] if len(envs) == 1 else TaskSampler(envs, seed)
+    if env_config.get("task_embedding"):
+        from envs.wrappers import TaskObservation
+
+        env = TaskObservation(env)
     return env
 
 
@@ -67,7 +113,11 @@ def log_success(*, episode, metrics_logger=None, **kwargs) -> None:
 
 
 def load_reward_model(model: str, url: str = "") -> RewardModel:
-    """The reward model behind `--model`/`--url`: a `RemoteRewardModel` for a URL, else `rewards.load_model`."""
+    """The reward model behind `--model`/`--url`: HTTP client, Serve deployment handle, or `rewards.load_model`."""
+    if url == "handle":
+        from rl.handle import DeploymentRewardModel
+
+        return DeploymentRewardModel(model)
     if url:
         from serve.client import RemoteRewardModel
 
@@ -77,81 +127,99 @@ def load_reward_model(model: str, url: str = "") -> RewardModel:
     return load_model(model)
 
 
-def build_config(args: Args, reward_model_factory: Callable[[], RewardModel]):
-    """PPOConfig for `args`; `reward_model_factory` is called once inside the learner (unused for "sparse")."""
+def build_config(args: Args, reward: str, seed: int, reward_model_factory: Callable[[], RewardModel]):
+    """PPOConfig for one run; `reward_model_factory` is called inside the learner (never for "sparse")."""
     from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_training_env)
-    minibatch_size = min(128, args.train_batch_size)
-    env_config = {"task": args.task, "render_size": args.render_size, "max_episode_steps": args.max_episode_steps}
-    config = (
+    env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
+                  "render_size": args.render_size or critic_input_size(args.model),
+                  "max_episode_steps": args.max_episode_steps}
+    mix = RewardMix(mode=reward, signal=args.signal, success_bonus=args.success_bonus, scale=args.reward_scale,
+                    normalize=args.normalize)
+    return (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
         .env_runners(num_env_runners=args.num_env_runners, batch_mode="complete_episodes")
-        .training(train_batch_size=args.train_batch_size, minibatch_size=minibatch_size, num_epochs=4, lr=3e-4)
+        .training(train_batch_size=args.train_batch_size, minibatch_size=min(128, args.train_batch_size),
+                  num_epochs=4, lr=3e-4, entropy_coeff=0.01)
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
+        .learners(learner_connector=functools.partial(
+            _service_reward, reward_model_factory=reward_model_factory, mix=mix, ready_wait_s=args.ready_wait_s))
         .callbacks(on_episode_end=log_success)
-        .debugging(seed=args.seed)
+        .debugging(seed=seed)
     )
-    if args.reward != "sparse":
-        config.learners(
-            learner_connector=functools.partial(
-                _service_reward, reward_model_factory=reward_model_factory, mode=args.reward
-            )
-        )
-    return config
 
 
-def _service_reward(obs_space, act_space, *, reward_model_factory, mode) -> ServiceReward:
-    return ServiceReward(obs_space, act_space, reward_model_factory=reward_model_factory, mode=mode)
+def _service_reward(obs_space, act_space, **kwargs) -> ServiceReward:
+    return ServiceReward(obs_space, act_space, **kwargs)
 
 
-def iteration_row(iteration: int, result: dict, time_s: float) -> dict:
+def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: float) -> dict:
     """One row of the learning curve from an `algo.train()` result."""
     env_runners, learners = result.get("env_runners", {}), result.get("learners", {})
+    reward_s = float(learners.get("vlreward/score_s", 0.0)) + float(learners.get("vlreward/gather_s", 0.0))
     return {
-        "iteration": iteration,
+        "reward": reward, "seed": seed, "iteration": iteration,
         "env_steps": int(env_runners.get("num_env_steps_sampled_lifetime", 0)),
-        "episode_return_mean": float(env_runners.get("episode_return_mean", np.nan)),
-        "served_return_mean": float(learners.get("vlreward/mean_return", np.nan)),
         "success_rate": float(env_runners.get("success_rate", np.nan)),
-        "time_s": time_s,
+        "episode_return_mean": float(env_runners.get("episode_return_mean", np.nan)),
+        "train_return_mean": float(learners.get("vlreward/mean_return", np.nan)),
+        "time_s": time_s, "reward_s": reward_s,
+        "frames": int(learners.get("vlreward/frames", 0)),
+        "frame_mb": float(learners.get("vlreward/frame_bytes", 0.0)) / 2**20,
     }
 
 
-def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = None) -> list[dict]:
-    """Run `args.iterations` PPO iterations; return and write (`out/curve.csv`) one row per iteration."""
-    import ray
-
-    print("args:", dataclasses.asdict(args))
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)  # RLlib seeds its env runners and learner from config.debugging(seed)
-
-    factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(2, args.num_env_runners + 1), include_dashboard=False)
-    algo = build_config(args, factory).build_algo()
-    rows = []
+def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable[[], RewardModel]) -> list[dict]:
+    """One PPO run of `args.steps` env steps; one curve row per iteration."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # RLlib seeds its env runners and learner from config.debugging(seed)
+    algo = build_config(args, reward, seed, reward_model_factory).build_algo()
+    rows: list[dict] = []
     try:
-        progress = tqdm(range(1, args.iterations + 1), desc="ppo", unit="it")
-        for iteration in progress:
+        for iteration in range(1, math.ceil(args.steps / args.train_batch_size) + 1):
             start = time.perf_counter()
             result = algo.train()
-            rows.append(iteration_row(iteration, result, time.perf_counter() - start))
-            progress.set_postfix(
-                steps=rows[-1]["env_steps"],
-                ret=f"{rows[-1]['episode_return_mean']:.3f}",
-                served=f"{rows[-1]['served_return_mean']:.3f}",
-                success=f"{rows[-1]['success_rate']:.2f}",
-            )
+            row = iteration_row(reward, seed, iteration, result, time.perf_counter() - start)
+            rows.append(row)
+            print(f"[{reward} seed {seed}] it {iteration:3d}  steps {row['env_steps']:6d}  "
+                  f"success {row['success_rate']:.2f}  train return {row['train_return_mean']:+.3f}  "
+                  f"{row['time_s']:.1f} s (rewards {row['reward_s']:.2f} s; frames {row['frames']}, "
+                  f"{row['frame_mb']:.1f} MB)", flush=True)
+            if row["env_steps"] >= args.steps:
+                break
     finally:
         algo.stop()
-    write_curve(rows, Path(args.out) / "curve.csv")
     return rows
 
 
-def write_curve(rows: Sequence[dict], path: Path) -> None:
+def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = None) -> list[dict]:
+    """Every (reward, seed) run; writes `curves.csv`, `curves.png` and prints the summary. Returns all rows."""
+    import ray
+
+    from rl.experiment import plot_curves, summarize
+
+    print("args:", dataclasses.asdict(args))
+    factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
+    if not ray.is_initialized():
+        if args.url == "handle":  # join the cluster that runs the vlreward app
+            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+        else:  # a fresh cluster of our own, never someone else's `ray start`
+            ray.init(address="local", num_cpus=max(2, args.num_env_runners + 1), include_dashboard=False)
+    rows = [row for reward in args.reward for seed in range(args.seed, args.seed + args.seeds)
+            for row in train_run(args, reward, seed, factory)]
+    out = Path(args.out)
+    write_curves(rows, out / "curves.csv")
+    print(summarize(rows))
+    print(f"curves: {out / 'curves.csv'}, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")
+    return rows
+
+
+def write_curves(rows: Sequence[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
@@ -161,8 +229,7 @@ def write_curve(rows: Sequence[dict], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters (design.md §6); a deployed one keeps auth
-    args = parse_args(Args, argv)
-    return train(args)
+    return train(parse_args(Args, argv))
 
 
 if __name__ == "__main__":

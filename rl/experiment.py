@@ -1,0 +1,71 @@
+"""Learning curves of the sparse-vs-dense experiment: the seed-averaged curve, the summary table, the PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def mean_curve(rows: Sequence[dict], reward: str) -> tuple[np.ndarray, np.ndarray]:
+    """(env_steps [I], success_rate [I]) averaged over seeds per iteration, cut to the shortest run."""
+    runs: dict[int, list[dict]] = {}
+    for row in rows:
+        if row["reward"] == reward:
+            runs.setdefault(row["seed"], []).append(row)
+    length = min(len(run) for run in runs.values())
+    steps = np.mean([[r["env_steps"] for r in run[:length]] for run in runs.values()], axis=0)
+    success = np.mean([[r["success_rate"] for r in run[:length]] for run in runs.values()], axis=0)
+    return steps, np.nan_to_num(success)
+
+
+def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float:
+    """Env steps at which the curve first reaches `target` (nan if it never does)."""
+    reached = np.flatnonzero(success >= target - 1e-9)
+    return float(steps[reached[0]]) if len(reached) else float("nan")
+
+
+def summarize(rows: Sequence[dict]) -> str:
+    """A markdown table: final success, steps to reach sparse's final success (and the ratio to sparse's steps),
+    env steps/s, and the share of wall time spent on rewards (gathering frames + waiting on the model)."""
+    rewards = list(dict.fromkeys(row["reward"] for row in rows))
+    curves = {reward: mean_curve(rows, reward) for reward in rewards}
+    target = curves["sparse"][1][-1] if "sparse" in curves else float("nan")
+    sparse_steps = curves["sparse"][0][-1] if "sparse" in curves else float("nan")
+    lines = [f"| reward | seeds | env steps | final success | steps to sparse's final ({target:.2f}) | ratio to sparse "
+             "| env steps/s | reward share of wall time |", "|---|---|---|---|---|---|---|---|"]
+    for reward, (steps, success) in curves.items():
+        own = [row for row in rows if row["reward"] == reward]
+        wall, reward_s = sum(r["time_s"] for r in own), sum(r["reward_s"] for r in own)
+        reach = steps_to_reach(steps, success, target)
+        total_steps = sum({r["seed"]: r["env_steps"] for r in own}.values())  # each run's last row
+        lines.append(f"| {reward} | {len({r['seed'] for r in own})} | {steps[-1]:.0f} | {success[-1]:.2f} | "
+                     f"{reach:.0f} | {reach / sparse_steps:.2f} | {total_steps / wall:.0f} | {reward_s / wall:.1%} |")
+    return "\n".join(lines)
+
+
+def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Success rate against env steps, one line per reward (mean over seeds; the band spans the seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    for reward in dict.fromkeys(row["reward"] for row in rows):
+        steps, success = mean_curve(rows, reward)
+        per_seed = {}
+        for row in rows:
+            if row["reward"] == reward:
+                per_seed.setdefault(row["seed"], []).append(row["success_rate"])
+        band = np.nan_to_num(np.array([run[:len(steps)] for run in per_seed.values()]))
+        seeds = len(per_seed)
+        axis.plot(steps, success, label=f"{reward} ({seeds} seed{'s' * (seeds > 1)})")
+        axis.fill_between(steps, band.min(0), band.max(0), alpha=0.15)
+    axis.set(xlabel="env steps", ylabel="success rate (last 100 episodes)", title=title, ylim=(0, 1.02))
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,72 @@
+"""How served scores and the success flag become the reward a policy trains on (shared by connector and wrappers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from rewards.base import Score
+
+MODES = ("sparse", "dense", "dense+sparse")
+SIGNALS = ("rewards", "progress")
+
+
+@dataclass(frozen=True)
+class RewardMix:
+    """The reward for step t (frame t -> frame t+1).
+
+    mode: "sparse" = `success_bonus · success` (no model call), "dense" = the served signal,
+      "dense+sparse" = both added (VLC's `dense + 50·success`). The env's own reward is never used: Meta-World's is
+      hand-shaped, and `info["success"]` means the same thing in every suite.
+    signal: "rewards" = the model's dense reward r_{t+1} (LIV: V_{t+1} − V_t); "progress" = V_{t+1} − V_0, the value
+      offset by the episode's first value (VLC's per-step reward).
+    scale: per-model reward scale applied to the dense part (critics differ by orders of magnitude).
+    normalize: divide the dense part by the running std of dense episode returns (VLC).
+    """
+
+    mode: str = "dense"
+    signal: str = "rewards"
+    success_bonus: float = 1.0
+    scale: float = 1.0
+    normalize: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown reward mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.signal not in SIGNALS:
+            raise ValueError(f"unknown reward signal {self.signal!r}; valid signals: {', '.join(SIGNALS)}")
+
+    @property
+    def uses_model(self) -> bool:
+        return self.mode != "sparse"
+
+    def dense(self, score: Score) -> np.ndarray:
+        """Scaled dense reward [T] for steps 0..T-1 from the score of the episode's T+1 frames."""
+        if self.signal == "progress":
+            return self.scale * (np.asarray(score.values[1:], np.float64) - float(score.values[0]))
+        return self.scale * np.asarray(score.rewards[1:], np.float64)
+
+    def combine(self, dense: np.ndarray | float, success: np.ndarray | float) -> np.ndarray | float:
+        """Final reward from an already scaled (and normalised) dense part and the success flag(s)."""
+        reward = dense if self.uses_model else 0.0 * success
+        return reward + self.success_bonus * success if self.mode != "dense" else reward
+
+
+class RunningStd:
+    """Running standard deviation of a scalar stream (Welford); 1.0 until two values were seen."""
+
+    def __init__(self):
+        self.count, self.mean, self._m2 = 0, 0.0, 0.0
+
+    def update(self, values: Sequence[float]) -> None:
+        for value in values:
+            self.count += 1
+            delta = value - self.mean
+            self.mean += delta / self.count
+            self._m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> float:
+        return max(float(np.sqrt(self._m2 / (self.count - 1))), 1e-8) if self.count > 1 else 1.0
