@@ -1,0 +1,173 @@
+"""What every bench script shares: run identity, result files, tables, test media, a live service, HTTP load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+TASK = "go to the red ball"
+
+
+def run_identity() -> dict:
+    """The device, the machine and the git commit a result was measured on."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True).stdout.strip())
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg(),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_result(path: str, args, identity: dict, rows: list[dict], **extra) -> None:
+    """One JSON file per run: the Args, where it ran, the table rows and any summary numbers."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"args": asdict(args), **identity, "rows": rows, **extra}, indent=2) + "\n")
+    print(f"\nresult: {path}")
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts -> a GitHub markdown table (floats to 3 significant digits)."""
+    columns = columns or list(rows[0])
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def babyai_frames(num_frames: int, size: int = 64, first_seed: int = 100_000) -> np.ndarray:
+    """Real BabyAI frames uint8 [num_frames, size, size, 3]: random-policy GoToRedBall episodes, end to end."""
+    from envs.babyai import rollout
+
+    episodes, total, seed = [], 0, first_seed
+    while total < num_frames:
+        frames = rollout("GoToRedBall", seed, "random", render_size=size).frames
+        episodes.append(frames)
+        total, seed = total + len(frames), seed + 1
+    return np.concatenate(episodes)[:num_frames]
+
+
+def mp4_bytes(frames: np.ndarray) -> bytes:
+    """The frames as the H.264 mp4 the dataset generator writes."""
+    import tempfile
+
+    from envs.generate import write_video
+
+    with tempfile.TemporaryDirectory() as folder:
+        return write_video(Path(folder) / "clip.mp4", frames).read_bytes()
+
+
+def score_body(media: str, payload: bytes, task: str = TASK) -> tuple[bytes, dict]:
+    """A ready-made multipart /v1/score body and its headers, built once so load generation costs little CPU."""
+    field = {"npy": "frames", "mp4": "video"}[media]
+    request = httpx.Request("POST", "http://x/v1/score", files={field: (f"t.{media}", payload)}, data={"task": task})
+    return request.read(), {"content-type": request.headers["content-type"]}
+
+
+@contextlib.contextmanager
+def local_service(port: int, **serve_args):
+    """The real application (Ray + Serve + replicas) on a fresh local Ray cluster of this process; yields its URL."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import serve
+
+    from serve.app import ServeArgs, init_ray, run_local
+
+    init_ray("local", num_cpus=os.cpu_count())  # "local": never join another agent's cluster
+    try:
+        url = run_local(ServeArgs(**serve_args), port=port)
+        wait_ready(url)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
+
+
+def ray_processes() -> dict[str, list]:
+    """This process's Ray cluster by role (psutil processes): replica, ingress, proxy, controller, other."""
+    import psutil
+
+    roles: dict[str, list] = {"driver": [psutil.Process()], "replica": [], "ingress": [], "proxy": [],
+                              "controller": [], "other": []}
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            title = " ".join(process.cmdline())
+            role = ("replica" if "ServeReplica" in title and ":model-" in title else
+                    "ingress" if "ServeReplica" in title and "Gateway" in title else
+                    "proxy" if "ProxyActor" in title else
+                    "controller" if "ServeController" in title else "other")
+            roles[role].append(process)
+    return roles
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_s: list[float]
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+
+
+def drive(url: str, body: bytes, headers: dict, clients: int, seconds: float, path: str = "/v1/score",
+          warmup_s: float = 1.0) -> LoadResult:
+    """`clients` closed-loop clients POST `body` for `seconds` (after `warmup_s` unmeasured); counts 200s."""
+
+    async def run() -> LoadResult:
+        latencies, errors = [], 0
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+            start = time.perf_counter()
+            measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+
+            async def client():
+                nonlocal errors
+                while (sent := time.perf_counter()) < stop_at:
+                    response = await http.post(path, content=body, headers=headers)
+                    if sent >= measure_from:
+                        if response.status_code == 200:
+                            latencies.append(time.perf_counter() - sent)
+                        else:
+                            errors += 1
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+            # requests in flight at `stop_at` finish after it: count the time they took
+            elapsed = max(time.perf_counter(), stop_at) - measure_from
+        return LoadResult(clients, len(latencies), errors, elapsed, latencies)
+
+    return asyncio.run(run())
