@@ -31,20 +31,19 @@ def _check_streaming_mix(mix: RewardMix) -> None:
 class VLReward(gym.Wrapper):
     """Replace the env's reward with a video-language reward (plus `success_bonus · success` for "dense+sparse").
 
-    relabel="step": each step streams its frame (`model.score_step`) and gets its reward at once; the rewards of
-      an episode equal `mix.dense(model.score(frames, goal))`, the offline score of the same frames.
+    relabel="step": each step streams its frame (`model.score_step`) and gets its reward at once: the reward
+      `model.score` gives the last frame of the episode so far (for LIV: exactly the offline rewards of the episode).
     relabel="episode": steps get only the sparse part; the step that ends the episode scores all of its frames
       once (`model.score`) and adds the episode's dense return; `info["vlreward"]["rewards"]` then holds the
       per-step rewards for relabelling a replay buffer.
 
     Example:
-        >>> from envs.babyai import make_env, rollout
+        >>> from envs.babyai import make_env
         >>> from rewards import load_model
-        >>> demo = rollout("GoToRedBall", seed=1).frames  # ORCA's goal is a demo video
-        >>> env = VLReward(make_env("GoToRedBall", seed=1), load_model("babyai-orca"), goal=demo)
+        >>> env = VLReward(make_env("GoToRedBall", seed=1), load_model("babyai-liv"))  # goal: info["mission"]
         >>> obs, info = env.reset()
         >>> obs, reward, terminated, truncated, info = env.step(2)
-        >>> sorted(info["vlreward"]), 0.0 <= reward <= 1.0
+        >>> sorted(info["vlreward"]), reward == info["vlreward"]["served"]
         (['env_reward', 'score_s', 'served'], True)
     """
 
