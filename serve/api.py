@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import secrets
+import time
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -16,7 +16,9 @@ from rewards import InvalidTaskError, InvalidVideoError, UnknownModelError
 from rewards.preprocess import check_frames
 from rewards.video import decode_image, decode_video
 from serve.errors import PayloadTooLargeError, UnauthorizedError, error_response, install_error_handlers
-from serve.schemas import BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse, ScoreResponse
+from serve.metrics import GatewayMetrics, timer
+from serve.schemas import BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse, ScoreResponse, StepResponse
+from serve.wire import load_npy, load_npz, pack_states, unpack_states
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 404, 413, 415, 422, 503)}
 
@@ -31,36 +33,63 @@ class ApiSettings(BaseModel):
     max_pixels_per_frame: int = 512 * 512
 
 
-def load_npy(data: bytes) -> np.ndarray:
-    """A .npy upload -> array, refusing pickled objects."""
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise InvalidVideoError(f"frames is not a readable .npy file: {error}") from None
+class BodyLimit:
+    """ASGI middleware that refuses a body over `max_bytes` with 413 before the app parses it.
+
+    A declared Content-Length is checked before anything is read; a chunked body is counted as it arrives and,
+    once over the limit, the app sees the client as gone while the client gets the 413.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await self.refuse(send, f"body of {length.decode(errors='replace')[:20]} bytes")
+        received, refused = 0, False
+
+        async def counting_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                refused = True
+                await self.refuse(send, f"body of more than {received} bytes")
+                return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, send_unless_refused)
+
+    async def refuse(self, send, what: str) -> None:
+        response = error_response(413, PayloadTooLargeError.code, f"{what} exceeds the limit of {self.max_bytes}")
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
 
 
-def load_npz(data: bytes) -> list[np.ndarray]:
-    """A .npz upload of trajectories named 0, 1, 2, ... -> list of arrays in that order."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return [archive[key] for key in sorted(archive.files, key=int)]
-    except (ValueError, OSError, EOFError, KeyError, TypeError) as error:
-        raise InvalidVideoError(f"trajectories is not a .npz of arrays named 0..N-1: {error}") from None
-
-
-def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
+def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetrics | None = None) -> FastAPI:
+    """The routes over `model_handles` (name -> Serve handle of a ModelServer); `metrics` only inside Serve."""
     app = FastAPI(title="vlreward", version="0.1.0", responses=ERROR_RESPONSES,
                   description="Video-language rewards: score rollout videos against a task.")
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        """Refuse an oversized body from its Content-Length, before anything parses it."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error_response(413, PayloadTooLargeError.code,
-                                  f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if metrics is not None:  # outside the body limit, so its 413s are counted too
+        @app.middleware("http")
+        async def count_requests(request: Request, call_next):
+            start = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")  # the matched template, so ids in paths cannot explode the tags
+            metrics.request(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
+            return response
 
     def require_token(request: Request) -> None:
         if settings.api_token is None:
@@ -90,14 +119,25 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
     async def read_media(upload: UploadFile, max_frames: int | None = None, stride: int = 1) -> np.ndarray:
         """A .npy array (sniffed by its magic bytes) or a video file -> checked uint8 frames."""
         data = await upload.read()
-        if data.startswith(b"\x93NUMPY"):
-            return checked(load_npy(data), max_frames, stride)
-        return checked(await asyncio.to_thread(decode_video, data, max_frames, stride), None, 1)
+        with timer(metrics.decode if metrics else lambda seconds: None):
+            if data.startswith(b"\x93NUMPY"):
+                return checked(load_npy(data), max_frames, stride)
+            return checked(await asyncio.to_thread(decode_video, data, max_frames, stride), None, 1)
 
     def text_goal(task: str | None) -> str:
         if task is None or not task.strip():
             raise InvalidTaskError("a non-empty `task` is required")
         return task
+
+    def task_list(tasks: str, count: int) -> list[str]:
+        """A JSON list of `count` task strings, or of one shared by all."""
+        try:
+            parsed = json.loads(tasks)
+        except json.JSONDecodeError:
+            raise InvalidTaskError("tasks must be a JSON list of strings") from None
+        if not isinstance(parsed, list) or len(parsed) not in (1, count):
+            raise InvalidTaskError(f"tasks must be a JSON list of 1 or {count} strings")
+        return [text_goal(t if isinstance(t, str) else None) for t in parsed * (count // len(parsed))]
 
     async def read_goal(task: str | None, goal_image: UploadFile | None, demo: UploadFile | None):
         """Exactly one goal: task text, a goal image, or a demo video (design §2)."""
@@ -151,15 +191,33 @@ def create_api(model_handles: dict, settings: ApiSettings) -> FastAPI:
     ):
         name, handle = model_handle(model)
         arrays = [checked(a, None, 1) for a in load_npz(await trajectories.read())]
-        try:
-            task_list = json.loads(tasks)
-        except json.JSONDecodeError:
-            raise InvalidTaskError("tasks must be a JSON list of strings") from None
-        if not isinstance(task_list, list) or len(task_list) not in (1, len(arrays)) or not arrays:
-            raise InvalidTaskError(f"tasks must be a JSON list of 1 or {len(arrays)} strings")
-        goals = [text_goal(t if isinstance(t, str) else None) for t in task_list * (len(arrays) // len(task_list))]
+        if not arrays:
+            raise InvalidVideoError("trajectories holds no arrays")
+        goals = task_list(tasks, len(arrays))
         results = await asyncio.gather(*(handle.score.remote(a, g) for a, g in zip(arrays, goals)))
         return BatchScoreResponse(model=name, results=results)
+
+    @app.post("/v1/score/step", response_model=StepResponse, dependencies=[Depends(require_token)],
+              summary="Streaming: the reward for one new frame per stream; the client carries the state")
+    async def score_step(
+        frames: UploadFile = File(..., description=".npy uint8 [B,H,W,3]: the newest frame of each of B streams"),
+        task: str | None = Form(None, description="one task shared by every stream"),
+        tasks: str | None = Form(None, description="JSON list of B task strings, one per stream"),
+        goal_image: UploadFile | None = File(None, description="goal image shared by every stream"),
+        demo: UploadFile | None = File(None, description="demonstration shared by every stream (ORCA)"),
+        state: str | None = Form(None, description="`state` of the previous response; omit when streams start"),
+        model: str | None = Form(None),
+    ):
+        name, handle = model_handle(model)
+        new_frames = await read_media(frames)
+        if tasks is not None:
+            if any(g is not None for g in (task, goal_image, demo)):
+                raise InvalidTaskError("send `tasks` alone, or one shared goal (`task`, `goal_image` or `demo`)")
+            goals = task_list(tasks, len(new_frames))
+        else:
+            goals = [await read_goal(task, goal_image, demo)] * len(new_frames)
+        rewards, states = await handle.score_steps.remote(new_frames, goals, unpack_states(state, len(new_frames)))
+        return StepResponse(model=name, rewards=rewards, state=pack_states(states))
 
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(require_token)],
               summary="Embed a task with a model (the goal embedding the service caches)")

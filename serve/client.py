@@ -1,51 +1,184 @@
-"""RemoteRewardModel: the RewardModel protocol over HTTP, so RL code cannot tell it from a local model."""
+"""Python clients of a vlreward service: the RewardModel protocol over HTTP, sync and async.
+
+RL code cannot tell `RemoteRewardModel` from a local model. Both clients pool connections, time out, retry
+transient failures (connect errors, timeouts, 429, 5xx) with exponential backoff and full jitter, honour
+Retry-After, and fail fast on other 4xx, raising vlreward's own error types. A failed score raises: it never
+becomes a reward of 0. Their requests, latency, retries and failures are Prometheus metrics of the calling
+process (`start_metrics_server(port)` exposes them, e.g. on an RL trainer).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 import json
+import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import httpx
 import numpy as np
+from prometheus_client import Counter, Histogram, start_http_server
 
-from rewards import Goal, GoalEmbedding, InvalidTaskError, ModelNotReadyError, Score, VLRewardError
+from rewards import Goal, GoalEmbedding, InvalidTaskError, ModelNotReadyError, Score, StepState, VLRewardError
+from rewards.base import StreamingMixin, goal_kind
 from serve.errors import ERROR_STATUS
+from serve.wire import npy_bytes, npz_bytes, pack_states, unpack_states
+
+__all__ = ["AsyncRemoteRewardModel", "RemoteRewardModel", "npy_bytes", "npz_bytes", "start_metrics_server"]
 
 ERROR_BY_CODE = {cls.code: cls for cls in ERROR_STATUS}
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+REQUESTS = Counter("vlreward_client_requests", "reward-service calls by route and outcome", ["route", "outcome"])
+LATENCY = Histogram("vlreward_client_request_latency_seconds", "reward-service call latency, retries included",
+                    ["route"], buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120])
+RETRIES = Counter("vlreward_client_retries", "reward-service attempts retried after a transient failure", ["route"])
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Expose this process's client metrics for Prometheus at http://addr:port/metrics."""
+    start_http_server(port, addr)
 
 
-def npz_bytes(arrays: Sequence[np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **{str(i): a for i, a in enumerate(arrays)})
-    return buffer.getvalue()
+@dataclass
+class Call:
+    """One API call: what to send and how to read the answer; both clients run the same calls."""
+
+    method: str
+    path: str
+    parse: Callable[[dict], Any] = lambda body: body
+    data: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+
+def retry_delay(attempt: int, backoff_s: float, retry_after: str | None) -> float:
+    """Full-jitter exponential backoff (so many clients do not retry in step), never sooner than Retry-After."""
+    delay = random.uniform(0, backoff_s * 2**attempt)
+    if retry_after and retry_after.replace(".", "", 1).isdigit():
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+class Attempts:
+    """The retry policy both clients share: what is transient, how long to wait, what to count."""
+
+    def __init__(self, call: Call, url: str, retries: int, backoff_s: float):
+        self.call, self.url, self.retries, self.backoff_s = call, url, retries, backoff_s
+        self.start = time.perf_counter()
+
+    def succeeded(self, response: httpx.Response):
+        REQUESTS.labels(self.call.path, "ok").inc()
+        LATENCY.labels(self.call.path).observe(time.perf_counter() - self.start)
+        return self.call.parse(response.json())
+
+    def failed(self, attempt: int, response: httpx.Response | None = None, error: Exception | None = None) -> float:
+        """The pause before the next attempt; raises the failure when it is not transient or retries are spent."""
+        if response is None:  # connect errors and timeouts
+            failure, retry_after, transient = ModelNotReadyError(f"cannot reach {self.url}: {error}"), None, True
+        else:
+            failure, retry_after = failure_of(response), response.headers.get("retry-after")
+            transient = response.status_code in RETRY_STATUSES
+        if not transient or attempt >= self.retries:
+            REQUESTS.labels(self.call.path, "failed").inc()
+            raise failure
+        RETRIES.labels(self.call.path).inc()
+        return retry_delay(attempt, self.backoff_s, retry_after)
+
+
+def failure_of(response: httpx.Response) -> VLRewardError:
+    """An error response -> the vlreward error type its JSON code names."""
+    body = response.json() if "json" in response.headers.get("content-type", "") else {}
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    message = error.get("message") or response.text[:200]
+    return ERROR_BY_CODE.get(error.get("code"), VLRewardError)(f"{response.status_code}: {message}")
 
 
 def to_score(result: dict) -> Score:
     return Score(values=np.asarray(result["values"], np.float32), rewards=np.asarray(result["rewards"], np.float32))
 
 
-class RemoteRewardModel:
-    """A model held by a vlreward service. Failures raise (after retries): they never become zero rewards."""
+def goal_fields(goal: Goal) -> tuple[dict, dict]:
+    """A raw goal as form fields: text as `task`, an image as a PNG `goal_image`, a demo as a .npy `demo`."""
+    if isinstance(goal, GoalEmbedding):
+        raise InvalidTaskError("send raw goals to a service; it embeds and caches them itself")
+    kind = goal_kind(goal)
+    if kind == "text":
+        return {"task": goal}, {}
+    if kind == "demo":
+        return {}, {"demo": ("demo.npy", npy_bytes(goal), "application/octet-stream")}
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(goal).save(png, format="PNG")
+    return {}, {"goal_image": ("goal.png", png.getvalue(), "image/png")}
+
+
+class _Calls:
+    """The REST contract (design §5) as Call values, shared by the sync and async clients."""
+
+    name: str | None = None
+
+    def _models(self) -> Call:
+        return Call("GET", "/v1/models", lambda body: body["models"])
+
+    def _choose(self, infos: list[dict], model: str | None) -> None:
+        info = next((m for m in infos if m["name"] == model), None) if model else infos[0]
+        if info is None:
+            raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}; it serves "
+                                                 f"{', '.join(m['name'] for m in infos)}")
+        self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
+
+    def _embed(self, goal: Goal) -> Call:
+        if not isinstance(goal, str):
+            raise InvalidTaskError("the service embeds task strings")
+        return Call("POST", "/v1/embed", lambda b: GoalEmbedding(b["kind"], np.asarray(b["vector"], np.float32),
+                                                                 b["digest"]), {"task": goal, "model": self.name})
+
+    def _score(self, frames: np.ndarray, goal: Goal) -> Call:
+        data, files = goal_fields(goal)
+        return Call("POST", "/v1/score", to_score, {**data, "model": self.name},
+                    {**files, "frames": ("frames.npy", npy_bytes(frames), "application/octet-stream")})
+
+    def _score_video(self, path: str | Path, goal: Goal) -> Call:
+        data, files = goal_fields(goal)
+        return Call("POST", "/v1/score", to_score, {**data, "model": self.name},
+                    {**files, "video": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")})
+
+    def _score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> Call:
+        if not all(isinstance(goal, str) for goal in goals):
+            raise InvalidTaskError("the batch route takes task strings; score demo or image goals one at a time")
+        return Call("POST", "/v1/score/batch", lambda body: [to_score(r) for r in body["results"]],
+                    {"tasks": json.dumps(list(goals)), "model": self.name},
+                    {"trajectories": ("batch.npz", npz_bytes(trajectories), "application/octet-stream")})
+
+    def _score_steps(self, frames: np.ndarray, goals: Sequence[Goal], states: Sequence[StepState | None]) -> Call:
+        shared = all(goal is goals[0] for goal in goals)  # e.g. one demo for every stream: sent once
+        if shared:
+            data, files = goal_fields(goals[0])
+        elif all(isinstance(goal, str) for goal in goals):
+            data, files = {"tasks": json.dumps(list(goals))}, {}
+        else:
+            raise InvalidTaskError("streams step with task strings each, or with one shared goal")
+        count = len(frames)
+        return Call("POST", "/v1/score/step",
+                    lambda body: (np.asarray(body["rewards"], np.float32), unpack_states(body["state"], count)),
+                    {**data, "state": pack_states(states), "model": self.name},
+                    {**files, "frames": ("frames.npy", npy_bytes(frames), "application/octet-stream")})
+
+
+class RemoteRewardModel(_Calls, StreamingMixin):
+    """A model held by a vlreward service, called synchronously. Failures raise (after retries), never 0."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", model: str | None = None, token: str | None = None,
-                 timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 1.0):
+                 timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5):
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
         self.retries, self.backoff_s = retries, backoff_s
         self.http = self._connect()
-        infos = self._request("GET", "/v1/models")["models"]
-        info = next((m for m in infos if m["name"] == model), None) if model else infos[0]
-        if info is None:
-            raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}")
-        self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
+        self._choose(self._run(self._models()), model)
 
     def _connect(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -59,45 +192,97 @@ class RemoteRewardModel:
         self.__dict__.update(state)
         self.http = self._connect()
 
-    def _request(self, method: str, path: str, **kwargs) -> dict:
-        """One call with retries on connection errors and 503; 4xx map back to vlreward's error types."""
-        for attempt in range(self.retries + 1):
+    def _run(self, call: Call):
+        attempts = Attempts(call, self.url, self.retries, self.backoff_s)
+        for attempt in itertools.count():
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = self.http.request(call.method, call.path, data=call.data or None, files=call.files or None)
             except httpx.TransportError as error:
-                failure: VLRewardError = ModelNotReadyError(f"cannot reach {self.url}: {error}")
-            else:
-                if response.is_success:
-                    return response.json()
-                error_body = response.json().get("error", {}) if "json" in response.headers.get("content-type", "") else {}
-                failure = ERROR_BY_CODE.get(error_body.get("code"), VLRewardError)(
-                    f"{response.status_code}: {error_body.get('message', response.text[:200])}")
-                if response.status_code != 503:
-                    raise failure
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2**attempt)
-        raise failure
-
-    def _task(self, goal: Goal) -> str:
-        if not isinstance(goal, str):
-            raise InvalidTaskError("the remote client sends task strings as goals")
-        return goal
+                time.sleep(attempts.failed(attempt, error=error))
+                continue
+            if response.is_success:
+                return attempts.succeeded(response)
+            time.sleep(attempts.failed(attempt, response))
 
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
-        body = self._request("POST", "/v1/embed", data={"task": self._task(goal), "model": self.name})
-        return GoalEmbedding(body["kind"], np.asarray(body["vector"], np.float32), body["digest"])
+        return self._run(self._embed(goal))
 
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
-        files = {"frames": ("frames.npy", npy_bytes(frames), "application/octet-stream")}
-        return to_score(self._request("POST", "/v1/score", files=files, data={"task": self._task(goal), "model": self.name}))
+        return self._run(self._score(frames, goal))
 
-    def score_video(self, path: str | Path, task: str) -> Score:
+    def score_video(self, path: str | Path, goal: Goal) -> Score:
         """Upload a video file as it is; the service decodes it."""
-        files = {"video": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")}
-        return to_score(self._request("POST", "/v1/score", files=files, data={"task": task, "model": self.name}))
+        return self._run(self._score_video(path, goal))
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
         """All trajectories in one request: the RL path."""
-        files = {"trajectories": ("batch.npz", npz_bytes(trajectories), "application/octet-stream")}
-        data = {"tasks": json.dumps([self._task(g) for g in goals]), "model": self.name}
-        return [to_score(r) for r in self._request("POST", "/v1/score/batch", files=files, data=data)["results"]]
+        return self._run(self._score_batch(trajectories, goals))
+
+    def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                    states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState | None]]:
+        """One new frame per stream [B, H, W, 3] in one request (a vector env's step); states as returned before."""
+        return self._run(self._score_steps(frames, goals, states))
+
+
+class AsyncRemoteRewardModel(_Calls):
+    """The same client for asyncio code, with at most `max_concurrency` requests in flight.
+
+    Create it with `await AsyncRemoteRewardModel.connect(url, model)`; close it with `await client.aclose()`.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 120.0, retries: int = 3,
+                 backoff_s: float = 0.5, max_concurrency: int = 16):
+        self.url, self.retries, self.backoff_s = url.rstrip("/"), retries, backoff_s
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s, limits=limits)
+        self.slots = asyncio.Semaphore(max_concurrency)
+
+    @classmethod
+    async def connect(cls, url: str = "http://127.0.0.1:8000", model: str | None = None, **options):
+        client = cls(url, **options)
+        try:
+            client._choose(await client._run(client._models()), model)
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.aclose()
+
+    async def _run(self, call: Call):
+        attempts = Attempts(call, self.url, self.retries, self.backoff_s)
+        for attempt in itertools.count():
+            try:
+                async with self.slots:
+                    response = await self.http.request(call.method, call.path, data=call.data or None,
+                                                       files=call.files or None)
+            except httpx.TransportError as error:
+                await asyncio.sleep(attempts.failed(attempt, error=error))
+                continue
+            if response.is_success:
+                return attempts.succeeded(response)
+            await asyncio.sleep(attempts.failed(attempt, response))
+
+    async def embed_goal(self, goal: Goal) -> GoalEmbedding:
+        return await self._run(self._embed(goal))
+
+    async def score(self, frames: np.ndarray, goal: Goal) -> Score:
+        return await self._run(self._score(frames, goal))
+
+    async def score_video(self, path: str | Path, goal: Goal) -> Score:
+        return await self._run(self._score_video(path, goal))
+
+    async def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
+        return await self._run(self._score_batch(trajectories, goals))
+
+    async def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                          states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState | None]]:
+        return await self._run(self._score_steps(frames, goals, states))

@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
+import time
+from typing import Callable, Sequence
+
 import numpy as np
 from ray import serve
 
-from rewards import Goal, load_model
+from rewards import Goal, StepState, VLRewardError, load_model
+from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 from serve.service import RewardService
 
 
-def total_frames(items: list[tuple[np.ndarray, object]]) -> int:
+def total_frames(items: list[tuple]) -> int:
     """Batch cost is frames, not requests: a 500-frame video weighs 500 one-frame steps."""
-    return sum(len(frames) for frames, _ in items)
+    return sum(len(item[0]) for item in items)
 
 
-@serve.deployment(max_ongoing_requests=64)
+def each_or_error(run: Callable[[list], list], items: list) -> list:
+    """run(items) as one batch; if bad input in one request fails it, rerun them one by one so only that one fails."""
+    try:
+        return run(items)
+    except VLRewardError:
+        results = []
+        for item in items:
+            try:
+                results.append(run([item])[0])
+            except VLRewardError as error:
+                results.append(error)
+        return results
+
+
+def raised(result):
+    """A batch slot's result, raising it when it is the error its request caused."""
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@serve.deployment(max_ongoing_requests=64, user_config={"max_batch_frames": 4096, "batch_wait_timeout_s": 0.01})
 class ModelServer:
     """One reward model on one replica (GPU when the deployment asks for one)."""
 
-    def __init__(self, model_name: str, model_root: str | None, max_batch_frames: int, batch_wait_timeout_s: float,
-                 goal_cache_size: int):
+    def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.service = RewardService(load_model(model_name, device=device, model_root=model_root), goal_cache_size)
-        self._score_batch.set_max_batch_size(max_batch_frames)
-        self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        model = load_model(model_name, device=device, model_root=model_root)
+        self.metrics = ModelMetrics(model.name)
+        self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
+
+    def reconfigure(self, config: dict) -> None:
+        """Retune cross-request batching (user_config) without restarting the replica."""
+        for batched in (self._score_batch, self._step_batch):
+            batched.set_max_batch_size(config["max_batch_frames"])
+            batched.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
 
     async def info(self) -> ModelInfo:
         return self.service.info()
@@ -36,12 +66,28 @@ class ModelServer:
 
     async def score(self, frames: np.ndarray, goal: Goal) -> ScoreResponse:
         """Embed (and so validate) the goal per request, then join the cross-request batch."""
-        return await self._score_batch((frames, self.service.embed_goal(goal)))
+        return raised(await self._score_batch((frames, self.service.embed_goal(goal))))
+
+    async def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                          states: Sequence[StepState | None]) -> tuple[list[float], list[StepState]]:
+        """One new frame per stream; steps of concurrent requests share one model call."""
+        rewards, next_states = raised(await self._step_batch((frames, [self.service.embed_goal(g) for g in goals],
+                                                              states)))
+        return rewards.tolist(), next_states
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
     async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[ScoreResponse]:
-        trajectories, goals = zip(*items)
-        return self.service.score_many(trajectories, goals)
+        return self._timed(items, lambda batch: self.service.score_many(*zip(*batch)))
+
+    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
+    async def _step_batch(self, items: list[tuple]) -> list[tuple]:
+        return self._timed(items, self.service.step_many)
+
+    def _timed(self, items: list, run: Callable[[list], list]) -> list:
+        start = time.perf_counter()
+        results = each_or_error(run, items)
+        self.metrics.batch(total_frames(items), time.perf_counter() - start)
+        return results
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -52,7 +98,7 @@ class Gateway:
     def __init__(self, model_handles: dict, settings: dict):
         from serve.api import ApiSettings, create_api
 
-        self.api = create_api(model_handles, ApiSettings(**settings))
+        self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics())
 
     def __serve_build_asgi_app__(self):
         return self.api

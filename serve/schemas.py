@@ -24,6 +24,16 @@ class BatchScoreResponse(BaseModel):
     results: list[ScoreResponse]
 
 
+class StepResponse(BaseModel):
+    """The rewards for one new frame per stream, and the state each stream must send with its next frame."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    rewards: list[float] = Field(description="reward for arriving at each stream's new frame")
+    state: str = Field(description="opaque state of every stream (base64 .npz); send it back as `state`")
+
+
 class EmbedResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -37,7 +47,8 @@ class ModelInfo(BaseModel):
     name: str
     kind: str
     goal_kinds: list[str]
-    version: str
+    version: str = Field(description="digest of the model's weights")
+    streams: bool = Field(description="whether /v1/score/step serves this model")
 
 
 class ModelsResponse(BaseModel):

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from rewards import Goal, GoalEmbedding, InvalidTaskError, RewardModel, goal_digest, goal_kind
+from rewards import Goal, GoalEmbedding, InvalidTaskError, RewardModel, StepState, goal_digest, goal_kind
+from rewards.base import StreamingRewardModel
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
+
+StepItem = tuple[np.ndarray, Sequence[Goal], Sequence[StepState | None]]  # frames [B, H, W, 3], B goals, B states
 
 
 class RewardService:
     """Scores trajectories with one model; goals are embedded once and kept in an LRU cache."""
 
-    def __init__(self, model: RewardModel, goal_cache_size: int = 1024):
+    def __init__(self, model: RewardModel, goal_cache_size: int = 1024,
+                 on_goal_lookup: Callable[[bool], None] = lambda hit: None):
         self.model = model
         self.goal_cache_size = goal_cache_size
+        self.on_goal_lookup = on_goal_lookup  # called with True on a cache hit (metrics)
         self._goal_cache: OrderedDict[str, GoalEmbedding] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.model.name, kind=type(self.model).__name__, goal_kinds=list(self.model.goal_kinds),
-                         version=self.model.version)
+                         version=self.model.version, streams=isinstance(self.model, StreamingRewardModel))
 
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         """The model's embedding of `goal`, from the cache when this goal was seen before."""
@@ -32,7 +37,9 @@ class RewardService:
         if kind not in self.model.goal_kinds:
             raise InvalidTaskError(f"model {self.model.name} takes {' or '.join(self.model.goal_kinds)} goals, not {kind}")
         key = goal_digest(goal)
-        if key in self._goal_cache:
+        hit = key in self._goal_cache
+        self.on_goal_lookup(hit)
+        if hit:
             self.cache_hits += 1
             self._goal_cache.move_to_end(key)
             return self._goal_cache[key]
@@ -56,3 +63,18 @@ class RewardService:
                           rewards=score.rewards.tolist(), episode_return=score.episode_return)
             for score in scores
         ]
+
+    def step_many(self, items: Sequence[StepItem]) -> list[tuple[np.ndarray, list[StepState]]]:
+        """Advance the streams of several requests in one model call; each gets its rewards [B] and states back."""
+        if not isinstance(self.model, StreamingRewardModel):
+            raise InvalidTaskError(f"model {self.model.name} does not score step by step; use /v1/score")
+        frames = np.concatenate([item[0] for item in items])
+        goals = [self.embed_goal(goal) for item in items for goal in item[1]]
+        states = [state for item in items for state in item[2]]
+        rewards, next_states = self.model.score_steps(frames, goals, states)
+        results, start = [], 0
+        for item in items:
+            end = start + len(item[0])
+            results.append((rewards[start:end], next_states[start:end]))
+            start = end
+        return results

@@ -17,7 +17,7 @@ def ray_cluster():
 
     from serve.app import init_ray
 
-    init_ray(num_cpus=4)
+    init_ray(num_cpus=4, _system_config={"metrics_report_interval_ms": 1000})  # metrics reach Prometheus in ~1 s
     yield
     ray.shutdown()
 
@@ -31,6 +31,23 @@ def service_url(ray_cluster):
 
     yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca"], max_frames=512), port=SERVE_PORT)
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tight(service_url):
+    """A second app on the same Serve with small limits and a one-slot queue, for edges and backpressure."""
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    from serve.app import ModelSpec, ServeArgs, build_app
+
+    spec = ModelSpec(model="babyai-liv", num_cpus=0, max_ongoing_requests=1, max_queued_requests=1)
+    args = ServeArgs(models=[spec], max_frames=256, max_pixels_per_frame=64 * 64, max_body_bytes=4 * 2**20)
+    serve.run(build_app(args), name="vlreward-tight", route_prefix="/tight")
+    yield SimpleNamespace(url=f"{service_url}/tight", **args.model_dump(include={"max_frames", "max_pixels_per_frame",
+                                                                                  "max_body_bytes"}))
+    serve.delete("vlreward-tight")
 
 
 @pytest.fixture(scope="session")

@@ -49,10 +49,12 @@ def cmd_serve(ns):
 
     from serve.app import ServeArgs, run_local
 
-    token = ns.api_token or os.environ.get("VLREWARD_API_TOKEN")
-    args = ServeArgs(models=ns.models, model_root=ns.model_root, api_token=token)
+    overrides = {"models": ns.models, "model_root": ns.model_root,
+                 "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN")}
+    args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
+        **{k: v for k, v in overrides.items() if v is not None})
     url = run_local(args, ns.host, ns.port, ns.address)
-    print(f"vlreward serving {', '.join(args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
+    print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
 
     def stop(*_):
         serve.shutdown()
@@ -88,6 +90,25 @@ def cmd_score(ns):
         print(f"plot: {plot_reward_curve(score.values, score.rewards, f'{model.name}: {ns.task}', ns.plot)}")
 
 
+def cmd_models(ns):
+    if ns.url:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {ns.api_token}"} if ns.api_token else {}
+        response = httpx.get(f"{ns.url.rstrip('/')}/v1/models", headers=headers, timeout=30)
+        if not response.is_success:
+            sys.exit(f"vlreward models: error: {response.status_code} {response.text[:300]}")
+        rows = [(m["name"], m["kind"], ",".join(m["goal_kinds"]), m["version"]) for m in response.json()["models"]]
+    else:
+        from rewards import list_models, load_model
+
+        models = [load_model(name) for name in list_models()]
+        rows = [(m.name, type(m).__name__, ",".join(m.goal_kinds), m.version) for m in models]
+    print(f"{'name':24} {'kind':20} {'goals':12} version")
+    for row in rows:
+        print(f"{row[0]:24} {row[1]:20} {row[2]:12} {row[3]}")
+
+
 def cmd_rl(ns):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from rl.train import Args, train
@@ -119,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(run=cmd_eval)
 
     serve = commands.add_parser("serve", help="start the reward service on an embedded local Ray (or --address)")
-    serve.add_argument("--models", nargs="+", default=["babyai-liv"], help="shipped names or checkpoint dirs")
+    serve.add_argument("--config", default=None, help="YAML file of ServeArgs (models with replicas, batching, "
+                       "autoscaling; limits; token); flags given here override it")
+    serve.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoint dirs (default: babyai-liv)")
     serve.add_argument("--model-root", default=None, help="checkpoint paths must resolve under this directory")
     serve.add_argument("--api-token", default=None, help="require this bearer token (or set VLREWARD_API_TOKEN)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -135,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--api-token", default=None, help="bearer token for the service")
     score.add_argument("--plot", default=None, help="write a PNG of the reward curve here")
     score.set_defaults(run=cmd_score)
+
+    models = commands.add_parser("models", help="list the shipped models, or those a service serves (--url)")
+    models.add_argument("--url", default="", help="service URL (empty: the models shipped in this package)")
+    models.add_argument("--api-token", default=os.environ.get("VLREWARD_API_TOKEN"), help="bearer token")
+    models.set_defaults(run=cmd_models)
 
     rl = commands.add_parser("rl", help="train PPO (RLlib) with rewards from a critic")
     add_dataclass_arguments(rl, RLArgs)

@@ -168,7 +168,7 @@ def test_oversized_body_is_refused_before_parsing(service_url):
 
 def test_openapi_docs_and_web_page(http):
     paths = http.get("/openapi.json").json()["paths"]
-    assert {"/v1/score", "/v1/score/batch", "/v1/models", "/v1/embed"} <= set(paths)
+    assert {"/v1/score", "/v1/score/batch", "/v1/score/step", "/v1/models", "/v1/embed"} <= set(paths)
     assert http.get("/docs").status_code == 200
     assert "<form" in http.get("/").text
 

@@ -1,0 +1,63 @@
+"""Prometheus metrics: the service's through Ray's metrics agent, the RL-side client's through prometheus-client."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from serve.client import RemoteRewardModel, start_metrics_server
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """Sum of a metric's samples whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*)\}} ([0-9.e+-]+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url, random_frames):
+    import ray
+
+    client = RemoteRewardModel(service_url)
+    for _ in range(3):  # the same task thrice: one goal-cache miss, then hits
+        client.score(random_frames, "go to the red dot")
+    httpx.get(f"{service_url}/v1/nope")
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if sample(text, "ray_vlreward_goal_cache_hits_total", model="babyai-liv") >= 2 and \
+                sample(text, "ray_vlreward_requests_total", status="404") >= 1:
+            break
+        time.sleep(1)
+    assert sample(text, "ray_vlreward_requests_total", route="/v1/score", status="200") >= 3
+    assert sample(text, "ray_vlreward_requests_total", route="unmatched", status="404") >= 1
+    assert sample(text, "ray_vlreward_frames_scored_total", model="babyai-liv") >= 3 * len(random_frames)
+    assert sample(text, "ray_vlreward_goal_cache_hits_total", model="babyai-liv") >= 2
+    assert sample(text, "ray_vlreward_goal_cache_misses_total", model="babyai-liv") >= 1
+    for histogram in ("batch_frames", "model_latency_seconds", "decode_latency_seconds", "request_latency_seconds"):
+        assert sample(text, f"ray_vlreward_{histogram}_count") >= 1, histogram
+
+
+def test_client_metrics_count_requests_and_failures_on_the_trainers_port(service_url, random_frames):
+    from rewards import InvalidTaskError
+
+    with socket.socket() as probe:  # a free port for the trainer's metrics server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start_metrics_server(port, "127.0.0.1")
+    client = RemoteRewardModel(service_url)
+    client.score(random_frames, "go to the red ball")
+    with pytest.raises(InvalidTaskError):
+        client.score(random_frames, " ")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert sample(text, "vlreward_client_requests_total", route="/v1/score", outcome="ok") >= 1
+    assert sample(text, "vlreward_client_requests_total", route="/v1/score", outcome="failed") >= 1
+    assert sample(text, "vlreward_client_request_latency_seconds_count", route="/v1/score") >= 1
