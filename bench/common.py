@@ -90,6 +90,7 @@ def score_body(media: str, payload: bytes, task: str = TASK) -> tuple[bytes, dic
 def local_service(port: int, **serve_args):
     """The real application (Ray + Serve + replicas) on a fresh local Ray cluster of this process; yields its URL."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy shared machine starts slowly
     import ray
     from ray import serve
 
