@@ -1,0 +1,76 @@
+"""Language-conditioned PPO: the task embedding reaches the policy; the experiment's curve summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+
+from rewards.text import MINILM_DIM, shared_minilm
+from rl.experiment import plot_curves, summarize
+from rl.train import Args, build_config, make_training_env
+
+TASKS = ["GoToRedBallNoDists", "GoToLocal"]  # "go to the red ball" and "go to the <colour> <object>" missions
+
+
+class ObservationRecorder(ConnectorV2):
+    """Last learner connector piece: keeps the observations the policy is trained on, and the missions."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.observations, self.missions = [], set()
+
+    def __call__(self, *, batch, episodes, **kwargs):
+        self.observations.append(torch.as_tensor(batch["default_policy"]["obs"]).numpy())
+        self.missions |= {episode.get_infos(0)["mission"] for episode in episodes}
+        return batch
+
+
+def test_each_episode_samples_a_task_and_observes_its_embedding():
+    env = make_training_env({"env": "babyai", "tasks": TASKS, "seed": 0, "task_embedding": True, "render_size": 64})
+    missions = set()
+    for _ in range(8):
+        obs, info = env.reset()
+        assert obs.shape == (7 * 7 * 3 + 4 + MINILM_DIM,) and env.observation_space.contains(obs)
+        np.testing.assert_allclose(obs[-MINILM_DIM:], shared_minilm()([info["mission"]])[0].numpy(), atol=1e-6)
+        missions.add(info["mission"])
+    assert "go to the red ball" in missions and len(missions) >= 3
+
+
+def test_the_task_embedding_reaches_the_policy_observation(ray_cluster):
+    args = Args(tasks=TASKS, max_episode_steps=8, train_batch_size=64)
+    config = build_config(args, "sparse", 0, reward_model_factory=None).training(minibatch_size=64, num_epochs=1)
+    algo = config.build_algo()
+    recorder = ObservationRecorder()
+    algo.learner_group.foreach_learner(lambda learner: learner._learner_connector.append(recorder))
+    try:
+        assert algo.get_module().observation_space.shape == (7 * 7 * 3 + 4 + MINILM_DIM,)
+        algo.train()
+    finally:
+        algo.stop()
+    observations = np.concatenate(recorder.observations)
+    embeddings = shared_minilm()(sorted(recorder.missions)).numpy()
+    # every row the policy trains on ends in the embedding of one of the episodes' missions
+    distance = np.abs(observations[:, None, -MINILM_DIM:] - embeddings[None]).max(-1)
+    assert distance.min(1).max() < 1e-5
+    assert len(set(distance.argmin(1))) >= 2  # several tasks in one batch
+
+
+def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
+    def run(reward, seed, success):
+        return [{"reward": reward, "seed": seed, "iteration": i + 1, "env_steps": 1000 * (i + 1), "success_rate": s,
+                 "time_s": 10.0, "reward_s": 2.0 * (reward != "sparse")} for i, s in enumerate(success)]
+
+    rows = (run("sparse", 0, [0.0, 0.1, 0.2, 0.4]) + run("sparse", 1, [0.0, 0.1, 0.2, 0.6])
+            + run("dense", 0, [0.2, 0.5, 0.7, 0.9]) + run("dense", 1, [0.0, 0.5, 0.7, 0.9]))
+    table = summarize(rows).splitlines()
+    assert "steps to sparse's final (0.50)" in table[0]
+    assert table[2].startswith("| sparse | 2 | 4000 | 0.50 | 4000 | 1.00 | 100 | 0.0% |")
+    assert table[3].startswith("| dense | 2 | 4000 | 0.90 | 2000 | 0.50 | 100 | 20.0% |")
+    assert plot_curves(rows, tmp_path / "curves.png", "test").stat().st_size > 1000
+
+
+def test_unknown_reward_mode_is_refused():
+    with pytest.raises(ValueError, match="valid modes"):
+        build_config(Args(), "shaped", 0, reward_model_factory=None)
