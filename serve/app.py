@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,6 +23,7 @@ class ModelSpec(BaseModel):
     num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored with autoscaling_config)")
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share a card")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype of model calls")
     max_batch_frames: int = Field(4096, ge=1, description="frames per cross-request batch")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="requests in flight per replica; ≥ requests per batch")
@@ -79,7 +81,7 @@ def build_app(args: dict | ServeArgs) -> Application:
             user_config={"max_batch_frames": max(spec.max_batch_frames, args.max_frames),
                          "batch_wait_timeout_s": spec.batch_wait_timeout_s},
             **scaling,
-        ).bind(spec.model, args.model_root, args.goal_cache_size)
+        ).bind(spec.model, args.model_root, args.goal_cache_size, spec.precision)
     settings = {"default_model": args.models[0].key, "api_token": args.api_token,
                 "max_body_bytes": args.max_body_bytes, "max_frames": args.max_frames,
                 "max_pixels_per_frame": args.max_pixels_per_frame}

@@ -6,12 +6,16 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from ray import serve
 
 from rewards import Goal, StepState, VLRewardError, load_model
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 from serve.service import RewardService
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def total_frames(items: list[tuple]) -> int:
@@ -44,10 +48,9 @@ def raised(result):
 class ModelServer:
     """One reward model on one replica (GPU when the deployment asks for one)."""
 
-    def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int):
-        import torch
-
+    def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str = "fp32"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.autocast = torch.autocast(device, dtype=PRECISIONS[precision], enabled=precision != "fp32")
         model = load_model(model_name, device=device, model_root=model_root)
         self.metrics = ModelMetrics(model.name)
         self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
@@ -85,7 +88,8 @@ class ModelServer:
 
     def _timed(self, items: list, run: Callable[[list], list]) -> list:
         start = time.perf_counter()
-        results = each_or_error(run, items)
+        with self.autocast:
+            results = each_or_error(run, items)
         self.metrics.batch(total_frames(items), time.perf_counter() - start)
         return results
 

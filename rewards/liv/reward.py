@@ -26,12 +26,12 @@ class LIVReward(CriticReward):
         if isinstance(goal, str):
             text = check_task_text(goal)
             vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
-            return GoalEmbedding("text", vector.cpu().numpy(), goal_digest(text))
+            return GoalEmbedding("text", vector.float().cpu().numpy(), goal_digest(text))
         if isinstance(goal, np.ndarray):
             if goal.ndim != 3 or goal.shape[-1] != 3 or goal.dtype != np.uint8:
                 raise InvalidTaskError(f"goal image must be uint8 [H, W, 3], got {goal.dtype} {list(goal.shape)}")
             vector = self.embed_frames(goal[None])[0]
-            return GoalEmbedding("image", vector.cpu().numpy(), goal_digest(goal))
+            return GoalEmbedding("image", vector.float().cpu().numpy(), goal_digest(goal))
         raise InvalidTaskError(f"LIV takes a task string or a goal image, not {type(goal).__name__}")
 
     @torch.no_grad()

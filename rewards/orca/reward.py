@@ -89,7 +89,7 @@ class ORCAReward(StreamingMixin):
             raise InvalidTaskError(f"ORCA needs a demo video, uint8 [N, H, W, 3]; got {got}")
         if len(goal) < 2:
             raise InvalidTaskError(f"the demo has {len(goal)} frame(s); ORCA needs at least 2 to match an order against")
-        return GoalEmbedding("demo", self.features(goal).cpu().numpy(), goal_digest(goal))
+        return GoalEmbedding("demo", self.features(goal).float().cpu().numpy(), goal_digest(goal))
 
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
         return self.score_batch([frames], [goal])[0]
@@ -124,7 +124,7 @@ class ORCAReward(StreamingMixin):
             raise InvalidTaskError(f"only the 'orca' matcher streams; this model uses {self.config.matcher!r}")
         if not len(frames) == len(goals) == len(states):
             raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
-        new = self.features(check_frames(frames)).cpu().numpy()  # [B, D]
+        new = self.features(check_frames(frames)).float().cpu().numpy()  # [B, D]
         rewards, next_states = [], []
         for features, goal, state in zip(new, goals, states):
             demo = self.embed_goal(goal).vector
@@ -148,7 +148,7 @@ class ORCAReward(StreamingMixin):
     def _cost(self, frame_features: torch.Tensor | np.ndarray, demo: np.ndarray) -> np.ndarray:
         """Learner features [T, D] and demo features [N, D] -> cost [T, N]."""
         if isinstance(frame_features, torch.Tensor):
-            frame_features = frame_features.cpu().numpy()
+            frame_features = frame_features.float().cpu().numpy()
         if frame_features.shape[1] != demo.shape[1]:
             raise InvalidTaskError(f"the demo embedding has {demo.shape[1]} features per frame; this model makes "
                                    f"{frame_features.shape[1]}")

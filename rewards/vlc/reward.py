@@ -37,7 +37,7 @@ class VLCReward(CriticReward):
             raise InvalidTaskError(f"VLC takes a task string, not {type(goal).__name__}")
         text = check_task_text(goal)
         vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
-        return GoalEmbedding("text", vector.cpu().numpy(), goal_digest(text))
+        return GoalEmbedding("text", vector.float().cpu().numpy(), goal_digest(text))
 
     @torch.no_grad()
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
