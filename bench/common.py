@@ -90,13 +90,19 @@ def score_body(media: str, payload: bytes, task: str = TASK) -> tuple[bytes, dic
 def local_service(port: int, **serve_args):
     """The real application (Ray + Serve + replicas) on a fresh local Ray cluster of this process; yields its URL."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy shared machine starts slowly
     import ray
     from ray import serve
 
     from serve.app import ServeArgs, init_ray, run_local
 
-    init_ray("local", num_cpus=os.cpu_count())  # "local": never join another agent's cluster
+    for attempt in range(3):  # on a busy machine the raylet can miss Ray's fixed 30 s start-up wait
+        try:
+            init_ray("local", num_cpus=os.cpu_count())  # "local": never join another agent's cluster
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     try:
         url = run_local(ServeArgs(**serve_args), port=port)
         wait_ready(url)
