@@ -61,6 +61,7 @@ class Args:
     render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     num_env_runners: int = arg(0, "remote env runners; 0 samples in the driver")
+    num_envs: int = arg(8, "envs per env runner, stepped as one vector env (one policy forward per vector step)")
     train_batch_size: int = arg(1000, "env steps per PPO iteration")
     out: str = arg("runs/rl", "folder for curves.csv and curves.png")
 
@@ -76,7 +77,10 @@ def critic_input_size(model: str, default: int = 64) -> int:
 
 
 class TaskSampler(gym.Env):
-    """One env over several tasks: each reset picks one at random (their spaces must agree)."""
+    """One env over several tasks: each reset picks one at random (their spaces must agree).
+
+    A seeded reset reseeds the choice too, so the sub-envs of a vector env (seeds s, s+1, ...) differ.
+    """
 
     def __init__(self, envs: Sequence[gym.Env], seed: int | None):
         self.envs, self.rng = list(envs), np.random.default_rng(seed)
@@ -84,6 +88,8 @@ class TaskSampler(gym.Env):
         self.env = self.envs[0]
 
     def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
         self.env = self.envs[self.rng.integers(len(self.envs))]
         return self.env.reset(seed=seed, options=options)
 
@@ -142,7 +148,8 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
     return (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
-        .env_runners(num_env_runners=args.num_env_runners, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs,
+                     batch_mode="complete_episodes")
         .training(train_batch_size=args.train_batch_size, minibatch_size=min(128, args.train_batch_size),
                   num_epochs=4, lr=3e-4, entropy_coeff=0.01)
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
@@ -210,10 +217,11 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
             ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
         else:  # a fresh cluster of our own, never someone else's `ray start`
             ray.init(address="local", num_cpus=max(2, args.num_env_runners + 1), include_dashboard=False)
-    rows = [row for reward in args.reward for seed in range(args.seed, args.seed + args.seeds)
-            for row in train_run(args, reward, seed, factory)]
-    out = Path(args.out)
-    write_curves(rows, out / "curves.csv")
+    out, rows = Path(args.out), []
+    for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
+        for reward in args.reward:
+            rows += train_run(args, reward, seed, factory)
+            write_curves(rows, out / "curves.csv")  # after every run: a stopped experiment keeps what it measured
     print(summarize(rows))
     print(f"curves: {out / 'curves.csv'}, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")
     return rows

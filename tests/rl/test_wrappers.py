@@ -1,4 +1,4 @@
-"""Gymnasium wrappers on real BabyAI episodes with the shipped LIV critic, in-process (no Ray)."""
+"""Gymnasium wrappers on real BabyAI episodes with the shipped LIV critic, in-process and through the live service."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ def liv():
     return load_model("babyai-liv")
 
 
+@pytest.fixture(params=["in-process", "service"])
+def streaming_model(request, liv):
+    """The same critic in this process, or behind the live service (one HTTP request per `score_steps` call)."""
+    if request.param == "in-process":
+        return liv
+    from serve.client import RemoteRewardModel
+
+    return RemoteRewardModel(request.getfixturevalue("service_url"), "babyai-liv")
+
+
 @pytest.fixture(scope="module")
 def episode():
     """A noisy expert that succeeds after some wandering: rewards go up and down."""
@@ -36,8 +46,9 @@ def _replay(env: gym.Env, episode) -> tuple[list[float], list[dict], tuple[bool,
     return rewards, infos, (terminated, truncated)
 
 
-def test_streamed_rewards_equal_the_offline_score_of_the_same_episode(liv, episode):
-    rewards, infos, done = _replay(VLReward(make_env(episode.task), liv, mix=RewardMix(mode="dense+sparse")), episode)
+def test_streamed_rewards_equal_the_offline_score_of_the_same_episode(streaming_model, liv, episode):
+    env = VLReward(make_env(episode.task), streaming_model, mix=RewardMix(mode="dense+sparse"))
+    rewards, infos, done = _replay(env, episode)
     offline = liv.score(episode.frames, episode.mission).rewards[1:]
     np.testing.assert_allclose(rewards, offline + np.eye(len(offline))[-1], atol=1e-5)  # + 1·success on the last step
     np.testing.assert_allclose([i["vlreward"]["served"] for i in infos], offline, atol=1e-5)
@@ -56,7 +67,7 @@ def test_episode_relabelling_scores_once_at_the_end(liv, episode):
 
 
 class CountingStreams:
-    """LIV with every `score_steps` call recorded (the remote form sends one request per call)."""
+    """A model with every `score_steps` call recorded (the remote client sends one request per call)."""
 
     def __init__(self, model):
         self.model, self.calls = model, []
@@ -66,10 +77,10 @@ class CountingStreams:
         return self.model.score_steps(frames, goals, states)
 
 
-def test_vector_env_sends_one_call_per_step_and_restarts_streams_on_autoreset(liv):
+def test_vector_env_sends_one_call_per_step_and_restarts_streams_on_autoreset(streaming_model, liv):
     envs = gym.vector.SyncVectorEnv(
         [lambda s=s: gym.wrappers.TimeLimit(make_env("GoToRedBall", seed=s), max_episode_steps=4 + s) for s in (0, 1)])
-    model = CountingStreams(liv)
+    model = CountingStreams(streaming_model)
     envs = VectorVLReward(envs, model)
     _, infos = envs.reset(seed=0)
     frames = [[infos["frame"][i]] for i in range(2)]  # the episode each sub-env is in
