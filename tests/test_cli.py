@@ -14,7 +14,8 @@ def vlreward(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vlreward.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", [[], ["data", "generate"], ["train"], ["serve"], ["score"], ["rl"]])
+@pytest.mark.parametrize("command", [[], ["data", "generate"], ["train"], ["eval"], ["serve"], ["score"], ["models"],
+                                     ["rl"]])
 def test_help_everywhere(command):
     result = vlreward(*command, "--help")
     assert result.returncode == 0 and "usage: vlreward" in result.stdout
@@ -45,3 +46,32 @@ def test_data_generate_rejects_bad_arguments(tmp_path):
     result = vlreward("data", "generate", "--tasks", "GoToTheMoon", "--episodes", "2", "--out", str(tmp_path / "d"))
     assert result.returncode != 0 and "unknown BabyAI level" in result.stderr
     assert not (tmp_path / "d" / "manifest.jsonl").exists()
+
+
+def test_score_npy_against_a_demo_over_http(service_url, babyai_videos, tmp_path):
+    import numpy as np
+
+    episode, demo = babyai_videos["success"][0][1], babyai_videos["success"][1][0]
+    np.save(tmp_path / "rollout.npy", episode.frames)
+    result = vlreward("score", str(tmp_path / "rollout.npy"), "--demo", str(demo), "--model", "babyai-orca",
+                      "--url", service_url)
+    assert result.returncode == 0, result.stderr
+    assert f"model babyai-orca  frames {len(episode.frames)}" in result.stdout
+
+
+def test_score_needs_exactly_one_goal(babyai_videos):
+    result = vlreward("score", str(babyai_videos["success"][0][0]))
+    assert result.returncode == 1 and "exactly one goal" in result.stderr
+
+
+def test_models_lists_what_a_service_serves(service_url):
+    result = vlreward("models", "--url", service_url)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[:3] for line in result.stdout.splitlines()[1:]] == [
+        ["babyai-liv", "LIVReward", "text,image"], ["babyai-orca", "ORCAReward", "demo"]]
+
+
+def test_serve_refuses_a_bad_config_before_starting_ray(tmp_path):
+    (tmp_path / "serve.yaml").write_text("models:\n  - model: babyai-liv\n    replicas: 2\n")
+    result = vlreward("serve", "--config", str(tmp_path / "serve.yaml"))
+    assert result.returncode == 1 and "replicas" in result.stderr

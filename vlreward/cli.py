@@ -68,18 +68,33 @@ def cmd_serve(ns):
         stop()
 
 
+def read_frames(path: str):
+    """A video file or a .npy of uint8 [T, H, W, 3] frames."""
+    import numpy as np
+
+    from rewards.video import decode_video
+
+    return np.load(path, allow_pickle=False) if path.endswith(".npy") else decode_video(path)
+
+
 def cmd_score(ns):
+    from rewards.video import decode_image
+
+    goals = [g for g in (ns.task, ns.goal_image, ns.demo) if g is not None]
+    if len(goals) != 1:
+        raise ValueError("give exactly one goal: --task TEXT, --goal-image PNG or --demo VIDEO")
+    goal = ns.task if ns.task is not None else (
+        decode_image(Path(ns.goal_image).read_bytes()) if ns.goal_image else read_frames(ns.demo))
     if ns.url:
         from serve.client import RemoteRewardModel
 
         model = RemoteRewardModel(ns.url, ns.model, token=ns.api_token or os.environ.get("VLREWARD_API_TOKEN"))
-        score = model.score_video(ns.video, ns.task)
+        score = model.score_video(ns.video, goal) if not ns.video.endswith(".npy") else model.score(read_frames(ns.video), goal)
     else:
         import rewards
-        from rewards.video import decode_video
 
         model = rewards.load_model(ns.model or rewards.DEFAULT_MODEL)
-        score = model.score(decode_video(ns.video), ns.task)
+        score = model.score(read_frames(ns.video), goal)
     print(f"model {model.name}  frames {len(score.values)}  return {score.episode_return:+.4f}")
     print("frame      value     reward")
     for t, (value, reward) in enumerate(zip(score.values, score.rewards)):
@@ -87,7 +102,8 @@ def cmd_score(ns):
     if ns.plot:
         from vlreward.plot import plot_reward_curve
 
-        print(f"plot: {plot_reward_curve(score.values, score.rewards, f'{model.name}: {ns.task}', ns.plot)}")
+        title = f"{model.name}: {ns.task or ns.goal_image or ns.demo}"
+        print(f"plot: {plot_reward_curve(score.values, score.rewards, title, ns.plot)}")
 
 
 def cmd_models(ns):
@@ -151,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     score = commands.add_parser("score", help="print the per-frame rewards of a video")
-    score.add_argument("video", help="video file (mp4/webm/avi/gif)")
-    score.add_argument("--task", required=True, help="task description, e.g. 'go to the red ball'")
+    score.add_argument("video", help="video file (mp4/webm/avi/gif) or .npy of uint8 [T,H,W,3] frames")
+    score.add_argument("--task", default=None, help="task description, e.g. 'go to the red ball'")
+    score.add_argument("--goal-image", default=None, help="goal image (png/jpeg), for image-goal models")
+    score.add_argument("--demo", default=None, help="demonstration video or .npy, for demo-goal models (ORCA)")
     score.add_argument("--url", default="", help="service URL (empty: load the model in this process)")
     score.add_argument("--model", default=None, help="model name (default: the service's or package's default)")
     score.add_argument("--api-token", default=None, help="bearer token for the service")
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     ns = build_parser().parse_args(argv)
     try:
         ns.run(ns)
-    except (VLRewardError, ValueError) as error:  # user errors: one clear line, no traceback
+    except (VLRewardError, ValueError, FileNotFoundError) as error:  # user errors: one clear line, no traceback
         sys.exit(f"vlreward {ns.command}: error: {error}")
 
 
