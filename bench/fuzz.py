@@ -186,8 +186,8 @@ def npy_files() -> st.SearchStrategy[bytes]:
     return st.one_of(frames().map(npy_bytes), arrays().map(npy_bytes), arrays().map(npy_bytes).flatmap(mutated))
 
 
-def npz_files(crafted: bool) -> st.SearchStrategy[bytes]:
-    """.npz batches: arrays under good and bad names, mutated archives, and (if `crafted`) deflated liars."""
+def npz_files(known_bugs: bool) -> st.SearchStrategy[bytes]:
+    """.npz batches: arrays under good and bad names and, with `known_bugs`, broken and deflated lying archives."""
     names = st.one_of(st.just(None), st.lists(st.sampled_from(["0", "1", "2", "-1", "x", "0.5", "01"]), max_size=3))
 
     def archive(pair):
@@ -196,10 +196,10 @@ def npz_files(crafted: bool) -> st.SearchStrategy[bytes]:
         return npz_bytes(dict(zip(keys, items)))
 
     plain = st.tuples(st.lists(st.one_of(frames(), arrays()), max_size=3), names).map(archive)
-    options = [plain, plain.flatmap(mutated)]
-    if crafted:
-        options.append(st.sampled_from([deflated_npz({"0.npy": data}) for _, data in CRAFTED_NPY]))
-    return st.one_of(options)
+    if not known_bugs:
+        return plain
+    liars = [deflated_npz({"0.npy": data}) for _, data in CRAFTED_NPY]
+    return st.one_of(plain, plain.flatmap(mutated), st.sampled_from(liars))
 
 
 def goal_images() -> st.SearchStrategy[bytes]:
@@ -237,10 +237,10 @@ def optional_fields(draw, options: dict) -> dict:
 
 
 @st.composite
-def score_requests(draw, crafted: bool) -> FuzzRequest:
+def score_requests(draw, known_bugs: bool) -> FuzzRequest:
     """/v1/score with a video or .npy trajectory and a goal, each possibly broken."""
     media = draw(st.sampled_from(["video", "frames"]))
-    npy = npy_files() if not crafted else st.one_of(npy_files(), st.sampled_from([d for _, d in CRAFTED_NPY]))
+    npy = st.one_of(npy_files(), st.sampled_from([d for _, d in CRAFTED_NPY])) if known_bugs else npy_files()
     content = draw(video_files() if media == "video" else npy)
     files = {media: (f"upload.{'mp4' if media == 'video' else 'npy'}", content)}
     goal = draw(st.sampled_from(["task", "task", "goal_image", "demo", "none", "two"]))
@@ -254,22 +254,34 @@ def score_requests(draw, crafted: bool) -> FuzzRequest:
 
 
 @st.composite
-def batch_requests(draw, crafted: bool) -> FuzzRequest:
+def batch_requests(draw, known_bugs: bool) -> FuzzRequest:
     tasks = draw(st.one_of(st.lists(TEXT, max_size=4).map(json.dumps), st.text(max_size=20),
                            st.sampled_from(['["go"]', "[1, 2]", '{"0": "go"}', "null", "[null]"])))
     data = {"tasks": tasks} | draw(optional_fields({"model": MODEL_FIELD}))
-    return FuzzRequest("score batch", "/v1/score/batch", {"trajectories": ("t.npz", draw(npz_files(crafted)))}, data)
+    return FuzzRequest("score batch", "/v1/score/batch", {"trajectories": ("t.npz", draw(npz_files(known_bugs)))}, data)
 
 
 @st.composite
-def step_requests(draw) -> FuzzRequest:
+def step_requests(draw, known_bugs: bool) -> FuzzRequest:
     """/v1/score/step with client-held state: the state is input too, so it is fuzzed like media."""
     import base64
 
     state = draw(st.one_of(st.just(""), st.text(max_size=40),
-                           npz_files(False).map(lambda data: base64.b64encode(data).decode())))
+                           npz_files(known_bugs).map(lambda data: base64.b64encode(data).decode())))
     data = {"task": draw(TEXT), "state": state} | draw(optional_fields({"model": MODEL_FIELD}))
     return FuzzRequest("score step", "/v1/score/step", {"frames": ("f.npy", draw(npy_files()))}, data)
+
+
+@st.composite
+def eval_requests(draw, known_bugs: bool) -> FuzzRequest:
+    """/v1/eval: labelled trajectories, labels as JSON objects (valid or not) or junk text."""
+    label = st.fixed_dictionaries({"task": TEXT, "success": st.booleans()}, optional={
+        "progress": st.lists(st.floats(allow_nan=False), max_size=12), "paraphrases": st.lists(TEXT, max_size=2),
+        "kind": st.text(max_size=10), "seed": st.integers()})
+    labels = draw(st.one_of(st.lists(label, max_size=3).map(json.dumps), st.text(max_size=30),
+                            st.sampled_from(["[1]", "{}", "null", '[{"task": 1}]'])))
+    data = {"labels": labels} | draw(optional_fields({"model": MODEL_FIELD}))
+    return FuzzRequest("eval", "/v1/eval", {"trajectories": ("t.npz", draw(npz_files(known_bugs)))}, data)
 
 
 @st.composite
@@ -277,24 +289,35 @@ def embed_requests(draw) -> FuzzRequest:
     return FuzzRequest("embed", "/v1/embed", {}, {"task": draw(TEXT)} | draw(optional_fields({"model": MODEL_FIELD})))
 
 
-def fuzz_requests(crafted: bool = True) -> st.SearchStrategy[FuzzRequest]:
-    """Every route that takes input; `crafted` adds hand-made lying .npy headers (see CRAFTED_NPY)."""
-    return st.one_of(score_requests(crafted), score_requests(crafted), batch_requests(crafted), step_requests(),
-                     embed_requests())
+def fuzz_requests(known_bugs: bool = True) -> st.SearchStrategy[FuzzRequest]:
+    """Every route that takes input. `known_bugs=False` leaves out the input families with open 5xx bugs (lying
+    .npy headers, broken .npz archives: pinned by strict xfail tests in tests/hardening/test_fuzz.py), so a CI
+    sample stays green until they are fixed; the bench always sends them."""
+    return st.one_of(score_requests(known_bugs), score_requests(known_bugs), batch_requests(known_bugs),
+                     step_requests(known_bugs), eval_requests(known_bugs), embed_requests())
 
 
 # ---- what a well-formed answer is ------------------------------------------------------------------------------
 
-RESULT_KEYS = {"/v1/score": {"model", "num_frames", "values", "rewards", "return"}, "/v1/score/batch": {"model", "results"},
-               "/v1/score/step": {"model", "rewards", "state"}, "/v1/embed": {"model", "kind", "digest", "vector"}}
+def result_keys(openapi: dict) -> dict[str, set[str]]:
+    """path -> the keys the OpenAPI schema requires in a 200 JSON body of its POST (routes with a response model)."""
+    keys = {}
+    for path, methods in openapi["paths"].items():
+        schema = methods.get("post", {}).get("responses", {}).get("200", {}).get("content", {}) \
+            .get("application/json", {}).get("schema", {})
+        component = openapi.get("components", {}).get("schemas", {}).get(schema.get("$ref", "").split("/")[-1], {})
+        keys[path] = set(component.get("required", ()))
+    return keys
+
+
 #: what must never appear in an error message: Python tracebacks and file positions
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|site-packages")
 #: a native library's source position, e.g. "/github/workspace/src/video/video_reader.cc:151"
 SOURCE_POSITION = re.compile(r"/[\w./-]+\.(?:cc|cpp|c|h|py):\d+")
 
 
-def problems(path: str, response: httpx.Response, secrets: tuple[str, ...] = ()) -> list[str]:
-    """Why `response` is not a well-formed result or JSON error (empty: it is)."""
+def problems(response, required: set[str] = frozenset()) -> list[str]:
+    """Why `response` (httpx or schemathesis) is not a JSON result with the `required` keys or a JSON error body."""
     if response.status_code >= 500:
         return [f"{response.status_code}: {response.text[:300]}"]
     try:
@@ -302,17 +325,18 @@ def problems(path: str, response: httpx.Response, secrets: tuple[str, ...] = ())
     except ValueError:
         return [f"{response.status_code} not JSON: {response.text[:200]}"]
     if response.status_code == 200:
-        missing = RESULT_KEYS.get(path, set()) - set(body)
+        missing = required - set(body)
         if missing:
             return [f"result without {sorted(missing)}"]
-        if path == "/v1/score" and not len(body["values"]) == len(body["rewards"]) == body["num_frames"]:
+        if {"values", "rewards", "num_frames"} <= required and not len(body["values"]) == len(body["rewards"]) \
+                == body["num_frames"]:
             return ["values, rewards and num_frames disagree"]
         return []
     error = body.get("error") if isinstance(body, dict) and set(body) == {"error"} else None
     if not (isinstance(error, dict) and set(error) == {"code", "message"}
             and all(isinstance(v, str) and v for v in error.values())):
         return [f"{response.status_code} not an error body: {str(body)[:200]}"]
-    if TRACEBACK.search(error["message"]) or any(secret in response.text for secret in secrets):
+    if TRACEBACK.search(error["message"]):
         return [f"message leaks internals: {error['message'][:200]}"]
     return []
 
@@ -365,16 +389,19 @@ def fuzz(args: Args, url: str) -> dict:
     failures, leaky = [], collections.Counter()
     replicas_before = {p.pid for p in ray_processes()["replica"]} if not args.url else set()
     with httpx.Client(base_url=url, timeout=120) as http:
+        required = result_keys(http.get("/openapi.json").json())
+
         def media_case(request: FuzzRequest):
             response = request.send(http)
             counts[(request.kind, response.status_code)] += 1
             leaky[request.kind] += leaks_source_position(response)
-            failures.extend(f"{request!r}: {p}" for p in problems(request.path, response))
+            failures.extend(f"{request!r}: {p}" for p in problems(response, required.get(request.path, set())))
 
         def schema_case(case):
             response = case.call(base_url=url, timeout=120)
             counts[(f"schema {case.method} {case.path}", response.status_code)] += 1
-            failures.extend(f"{case.as_curl_command()}: {p}" for p in problems(case.path, response))
+            found = problems(response, required.get(case.path, set()))
+            failures.extend(f"{case.as_curl_command()}: {p}" for p in found)
 
         run_hypothesis(fuzz_requests(), args.requests, args.seed, media_case)
         if args.schema_requests:

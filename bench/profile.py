@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import rewards
-from bench.common import babyai_frames, drive, local_service, markdown_table, ray_processes, run_identity, score_body, \
-    write_result
+from bench.common import (babyai_frames, drive, local_service, markdown_table, ray_processes, run_identity, score_body,
+                          write_result)
 from serve.client import npy_bytes
 from vlreward.args import arg, parse_args
 

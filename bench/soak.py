@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 
 import rewards
-from bench.common import TASK, babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity, \
-    score_body, write_result
+from bench.common import (babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity,
+                          score_body, write_result)
 from serve.client import npy_bytes
 from vlreward.args import arg, parse_args
 
@@ -121,7 +121,8 @@ def main(args: Args) -> dict:
     print(f"\n{identity['device']}, commit {identity['commit']}, {args.requests} requests, {args.clients} clients\n")
     print(markdown_table(rows))
     print("\nRSS growth after the warm-up round: " + ", ".join(f"{r} {g:+.1%}" for r, g in growth.items())
-          + f" (target < 10%); fd growth {summary['fd_growth_after_warmup']}; temp file growth {summary['temp_file_growth_after_warmup']}; "
+          + f" (target < 10%); fd growth {summary['fd_growth_after_warmup']}; "
+          f"temp file growth {summary['temp_file_growth_after_warmup']}; "
           f"answers other than 200 for good and 4xx for bad input: {summary['unexpected_statuses']}")
     print(markdown_table([{"request": k, "count": n} for k, n in summary["statuses"].items()]))
     write_result(args.out, args, identity, rows, **summary)

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from rewards import InvalidCheckpointError, UnknownModelError
@@ -97,7 +96,8 @@ def test_a_checkpoint_inside_the_root_loads(model_root):
     assert resolve_checkpoint("babyai-liv", model_root=root) == SHIPPED_CHECKPOINTS / "babyai-liv"
 
 
-@pytest.mark.parametrize("path", ["../outside", "inside/../../outside", "link-to-outside", "/", "{outside}", "{root}/../outside"])
+@pytest.mark.parametrize("path", ["../outside", "inside/../../outside", "link-to-outside", "/", "{outside}",
+                                  "{root}/../outside"])
 def test_paths_outside_the_root_are_refused(model_root, path):
     root, outside = model_root
     with pytest.raises(InvalidCheckpointError, match="outside the model root"):
