@@ -10,14 +10,15 @@ import time
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from rewards import InvalidTaskError, InvalidVideoError, UnknownModelError
 from rewards.preprocess import check_frames
 from rewards.video import decode_image, decode_video
 from serve.errors import PayloadTooLargeError, UnauthorizedError, error_response, install_error_handlers
 from serve.metrics import GatewayMetrics, timer
-from serve.schemas import BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse, ScoreResponse, StepResponse
+from serve.schemas import (BatchScoreResponse, EmbedResponse, ErrorResponse, EvalLabel, ModelsResponse, ScoreResponse,
+                           StepResponse)
 from serve.wire import load_npy, load_npz, pack_states, unpack_states
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 404, 413, 415, 422, 503)}
@@ -218,6 +219,31 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
             goals = [await read_goal(task, goal_image, demo)] * len(new_frames)
         rewards, states = await handle.score_steps.remote(new_frames, goals, unpack_states(state, len(new_frames)))
         return StepResponse(model=name, rewards=rewards, state=pack_states(states))
+
+    @app.post("/v1/eval", dependencies=[Depends(require_token)],
+              summary="Reward quality of labelled trajectories: AUROC, VOC, paraphrase and hard-negative checks")
+    async def evaluate(
+        trajectories: UploadFile = File(..., description=".npz of uint8 [T,H,W,3] arrays named 0..N-1"),
+        labels: str = Form(..., description="JSON list of N EvalLabel objects: task, success, and optional "
+                                            "kind, env, seed, performed, paraphrases, progress"),
+        model: str | None = Form(None),
+    ) -> dict:
+        _, handle = model_handle(model)
+        arrays = [checked(a, None, 1) for a in load_npz(await trajectories.read())]
+        try:
+            parsed = [EvalLabel(**label).model_dump(exclude_none=True) for label in json.loads(labels)]
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise InvalidTaskError(f"labels: {problems}") from None
+        except (json.JSONDecodeError, TypeError):
+            raise InvalidTaskError("labels must be a JSON list of {task, success, ...} objects") from None
+        if len(parsed) != len(arrays) or not arrays:
+            raise InvalidTaskError(f"{len(arrays)} trajectories but {len(parsed)} labels")
+        for label, frames in zip(parsed, arrays):
+            text_goal(label["task"])
+            if "progress" in label and len(label["progress"]) != len(frames):
+                raise InvalidTaskError(f"progress has {len(label['progress'])} values for {len(frames)} frames")
+        return await handle.evaluate.remote([{**label, "frames": frames} for label, frames in zip(parsed, arrays)])
 
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(require_token)],
               summary="Embed a task with a model (the goal embedding the service caches)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from rewards import Goal, StepState, VLRewardError, load_model
+from rewards import Goal, InvalidTaskError, StepState, VLRewardError, load_model
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 from serve.service import RewardService
@@ -77,6 +78,15 @@ class ModelServer:
         rewards, next_states = raised(await self._step_batch((frames, [self.service.embed_goal(g) for g in goals],
                                                               states)))
         return rewards.tolist(), next_states
+
+    async def evaluate(self, rows: list[dict]) -> dict:
+        """Reward-quality metrics of labelled trajectories (off the event loop: batches keep flowing)."""
+        from rewards.evaluate import evaluate
+
+        if "text" not in self.service.model.goal_kinds:
+            raise InvalidTaskError(f"{self.service.model.name} takes {'/'.join(self.service.model.goal_kinds)} goals; "
+                                   "evaluation over REST needs a text-goal model (use `vlreward eval` for demo models)")
+        return await asyncio.to_thread(evaluate, self.service.model, rows, "all", progress=False)
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
     async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[ScoreResponse]:

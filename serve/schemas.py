@@ -34,6 +34,21 @@ class StepResponse(BaseModel):
     state: str = Field(description="opaque state of every stream (base64 .npz); send it back as `state`")
 
 
+class EvalLabel(BaseModel):
+    """What is known about one uploaded trajectory, for reward-quality evaluation (rewards/evaluate.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="the task the video is scored against")
+    success: bool = Field(description="whether the video solves the task")
+    kind: str | None = Field(None, description="what made it: expert, random, noisy_expert, other_task, ...")
+    env: str | None = None
+    seed: int | None = None
+    performed: str | None = Field(None, description="for a hard negative: the task the video really solves")
+    paraphrases: list[str] = Field(default_factory=list, description="rewordings of the task")
+    progress: list[float] | None = Field(None, description="ground-truth progress per frame")
+
+
 class EmbedResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 

@@ -22,7 +22,7 @@ def secure_url(service_url):
 
 @pytest.mark.parametrize("method, path", [("GET", "/readyz"), ("GET", "/v1/models"), ("POST", "/v1/score"),
                                           ("POST", "/v1/score/batch"), ("POST", "/v1/score/step"),
-                                          ("POST", "/v1/embed")])
+                                          ("POST", "/v1/eval"), ("POST", "/v1/embed")])
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", TOKEN])
 def test_routes_refuse_missing_or_wrong_tokens(secure_url, method, path, header):
     headers = {"Authorization": header} if header else {}
