@@ -233,7 +233,12 @@ class FuzzRequest:
 
 @st.composite
 def optional_fields(draw, options: dict) -> dict:
-    return {name: draw(value) for name, value in options.items() if draw(st.booleans())}
+    """Each of `options` (name -> strategy) present or not."""
+    fields = {}
+    for name, value in options.items():
+        if draw(st.booleans()):
+            fields[name] = draw(value)
+    return fields
 
 
 @st.composite

@@ -2,14 +2,16 @@
 
 (a) the model in-process at its best batch size (the limit), (b) the service end to end over HTTP with 1, 8
 and 32 closed-loop clients, for .npy bodies and mp4 uploads, (c) the naive peer (bench/naive_server.py)
-under the same load; ratios come from this one run.
+under the same load. All three run side by side and every point is measured once per round, rounds
+interleaved, so drifting load on a shared machine hits them alike; a row is the median over rounds.
 
-    nice -n 10 python -m bench.throughput                 # ~2.5 min
-    python -m bench.throughput --seconds 20 --clients 1 8 32 64
+    nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
+    python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import subprocess
@@ -35,11 +37,12 @@ class Args:
     model: str = arg(rewards.DEFAULT_MODEL, "shipped model name or checkpoint directory")
     trajectory_frames: int = arg(64, "frames per scored trajectory (one request)")
     frame_size: int = arg(64, "rendered frame side in pixels")
-    batch_sizes: list[int] = arg([64, 256, 1024, 4096], "in-process batch sizes (frames) to find the best one")
+    batch_sizes: list[int] = arg([256, 1024, 4096], "in-process batch sizes (frames) to find the best one")
     threads: list[int] = arg([0], "in-process torch thread counts to try; 0 means 1 and all cores (CPU only)")
     clients: list[int] = arg([1, 8, 32], "concurrent closed-loop HTTP clients")
     media: list[str] = arg(["npy", "mp4"], "request bodies: npy (frames) and/or mp4 (video upload)")
-    seconds: float = arg(4.0, "measured seconds per point (after a 1 s warm-up)")
+    rounds: int = arg(2, "measurement rounds; each measures every point once")
+    seconds: float = arg(2.5, "measured seconds per point and round (HTTP points after a 0.5 s warm-up)")
     precision: str = arg("auto", "in-process precision: fp32, bf16 (autocast) or auto (bf16 on CUDA, else fp32)",
                          choices=["auto", "fp32", "bf16"])
     naive: bool = arg(True, "also measure the naive peer server")
@@ -48,8 +51,8 @@ class Args:
     out: str = arg("runs/bench/throughput.json", "JSON result file")
 
 
-def in_process(args: Args, frames: np.ndarray, device: str, autocast: bool) -> list[dict]:
-    """The model alone: score_batch over batch_size frames made of whole trajectories, one call at a time.
+def in_process_points(args: Args, frames: np.ndarray, device: str, autocast: bool) -> dict:
+    """(label -> measure()) for the model alone: score_batch over whole trajectories, one call at a time.
 
     On a busy CPU one torch thread can beat all cores (threads wait on each other), so both are tried.
     """
@@ -58,8 +61,8 @@ def in_process(args: Args, frames: np.ndarray, device: str, autocast: bool) -> l
     default_threads = torch.get_num_threads()
     thread_counts = [default_threads] if device != "cpu" else sorted(
         {t for n in args.threads for t in ((1, default_threads) if n == 0 else (n,))})
-    rows = []
-    for threads, batch_size in itertools.product(thread_counts, args.batch_sizes):
+
+    def measure(batch_size: int, threads: int) -> tuple[float, list[float]]:
         torch.set_num_threads(threads)
         trajectories = [frames] * max(1, batch_size // len(frames))
         goals = [goal] * len(trajectories)
@@ -70,26 +73,23 @@ def in_process(args: Args, frames: np.ndarray, device: str, autocast: bool) -> l
                 sent = time.perf_counter()
                 model.score_batch(trajectories, goals)
                 calls.append(time.perf_counter() - sent)
-        rows.append({"server": "in-process", "media": "array",
-                     "load": f"batch {len(trajectories) * len(frames)}, {threads} threads",
-                     "frames/s": len(calls) * len(trajectories) * len(frames) / elapsed,
-                     "p50 ms": float(np.median(calls) * 1000), "p99 ms": float(np.percentile(calls, 99) * 1000)})
-        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    torch.set_num_threads(default_threads)
-    return rows
+        torch.set_num_threads(default_threads)
+        return len(calls) * len(trajectories) * len(frames) / elapsed, calls
+
+    return {("in-process", "array", f"batch {b}, {t} threads"): (lambda b=b, t=t: measure(b, t))
+            for t, b in itertools.product(thread_counts, args.batch_sizes)}
 
 
-def over_http(args: Args, server: str, url: str, bodies: dict) -> list[dict]:
-    rows = []
-    for media, (body, headers) in bodies.items():
-        for clients in args.clients:
-            result = drive(url, body, headers, clients, args.seconds)
-            rows.append({"server": server, "media": media, "load": f"{clients} clients",
-                         "frames/s": result.requests * args.trajectory_frames / result.seconds,
-                         "p50 ms": result.percentile_ms(50), "p99 ms": result.percentile_ms(99),
-                         "errors": result.errors})
-            print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    return rows
+def http_points(args: Args, server: str, url: str, bodies: dict) -> dict:
+    def measure(media: str, clients: int) -> tuple[float, list[float]]:
+        body, headers = bodies[media]
+        result = drive(url, body, headers, clients, args.seconds, warmup_s=0.5)
+        if result.errors:
+            print(f"{server} {media} {clients} clients: {result.errors} failed requests", flush=True)
+        return result.requests * args.trajectory_frames / result.seconds, result.latencies_s
+
+    return {(server, media, f"{clients} clients"): (lambda m=media, c=clients: measure(m, c))
+            for media, clients in itertools.product(bodies, args.clients)}
 
 
 @contextlib.contextmanager
@@ -109,11 +109,6 @@ def naive_server(args: Args):
         process.wait(30)
 
 
-def frames_per_s(rows: list[dict], server: str, media: str, clients: int) -> float:
-    return next((r["frames/s"] for r in rows if (r["server"], r["media"], r["load"]) == (server, media,
-                                                                                        f"{clients} clients")), np.nan)
-
-
 def main(args: Args) -> dict:
     print(asdict(args))
     identity = run_identity()
@@ -123,31 +118,46 @@ def main(args: Args) -> dict:
     payloads = {"npy": npy_bytes(frames), "mp4": mp4_bytes(frames)}
     bodies = {media: score_body(media, payloads[media]) for media in args.media}
 
-    rows = in_process(args, frames, device, autocast)
-    limit = max(r["frames/s"] for r in rows)
-    if args.naive:
-        with naive_server(args) as url:
-            rows += over_http(args, "naive peer", url, bodies)
-    with local_service(args.port, models=[args.model]) as url:
-        rows += over_http(args, "service", url, bodies)
+    with contextlib.ExitStack() as servers:
+        points = in_process_points(args, frames, device, autocast)
+        if args.naive:
+            points |= http_points(args, "naive peer", servers.enter_context(naive_server(args)), bodies)
+        points |= http_points(args, "service", servers.enter_context(local_service(args.port, models=[args.model])),
+                              bodies)
+        rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
+        for round_index in range(args.rounds):
+            for key, measure in points.items():
+                rate, times = measure()
+                rates[key].append(rate)
+                latencies[key] += times
+                print(f"round {round_index + 1}/{args.rounds}: {' '.join(key)}: {rate:,.0f} frames/s", flush=True)
 
+    rows = [{"server": server, "media": media, "load": load, "frames/s": float(np.median(rates[key])),
+             "min..max": f"{min(rates[key]):,.0f}..{max(rates[key]):,.0f}",
+             "p50 ms": float(np.percentile(latencies[key], 50) * 1000) if latencies[key] else np.nan,
+             "p99 ms": float(np.percentile(latencies[key], 99) * 1000) if latencies[key] else np.nan}
+            for key in points for server, media, load in [key]]
+    rate = {(r["server"], r["media"], r["load"]): r["frames/s"] for r in rows}
+    limit = max(r["frames/s"] for r in rows if r["server"] == "in-process")
     summary = {"limit_frames_per_s": limit, "precision": "bf16" if autocast else "fp32",
                "request_bytes": {media: len(body) for media, (body, _) in bodies.items()}}
-    for clients in [c for c in args.clients if c >= 8]:
-        summary[f"service_over_limit_npy_{clients}_clients"] = frames_per_s(rows, "service", "npy", clients) / limit
-    if args.naive:
+    for media, clients in itertools.product(args.media, [c for c in args.clients if c >= 8]):
+        summary[f"service / limit, {media}, {clients} clients"] = rate[("service", media, f"{clients} clients")] / limit
+    if args.naive and 8 in args.clients:
         for media in args.media:
-            summary[f"service_over_naive_{media}_8_clients"] = (frames_per_s(rows, "service", media, 8)
-                                                                / frames_per_s(rows, "naive peer", media, 8))
-    low_load = next((r for r in rows if r["server"] == "service" and r["load"] == "1 clients"), None)
-    if low_load:
-        summary["latency_64_frames_1_client_ms"] = {"p50": low_load["p50 ms"], "p99": low_load["p99 ms"]}
+            summary[f"service / naive peer, {media}, 8 clients"] = (rate[("service", media, "8 clients")]
+                                                                    / rate[("naive peer", media, "8 clients")])
+    if 1 in args.clients and "npy" in args.media:
+        low_load = next(r for r in rows if (r["server"], r["media"], r["load"]) == ("service", "npy", "1 clients"))
+        summary["latency_ms, one 64-frame npy trajectory, 1 client"] = {"p50": low_load["p50 ms"],
+                                                                         "p99": low_load["p99 ms"]}
 
-    print(f"\n{identity['device']}, {identity['cpu_count']} CPUs, commit {identity['commit']}, "
-          f"{args.trajectory_frames}-frame trajectories of {args.frame_size} px, in-process {summary['precision']}\n")
-    print(markdown_table(rows, ["server", "media", "load", "frames/s", "p50 ms", "p99 ms", "errors"]))
+    print(f"\n{identity['device']}, {identity['cpu_count']} CPUs, load average at start "
+          f"{identity['load_average_at_start'][0]:.1f}, commit {identity['commit']}, {args.trajectory_frames}-frame "
+          f"trajectories of {args.frame_size} px, in-process {summary['precision']}, median of {args.rounds} rounds\n")
+    print(markdown_table(rows, ["server", "media", "load", "frames/s", "min..max", "p50 ms", "p99 ms"]))
     print()
-    print(markdown_table([{"ratio": k, "value": v} for k, v in summary.items() if k.startswith("service_over")]))
+    print(markdown_table([{"ratio": k, "value": v} for k, v in summary.items() if " / " in k]))
     write_result(args.out, args, identity, rows, **summary)
     return summary
 
