@@ -27,7 +27,7 @@ _IMAGE_MAX = np.array([10.0, 5.0, 2.0], dtype=np.float32)
 # random actions only move and turn: a realistic failure wanders around instead of toggling or dropping things
 _MOVE_ACTIONS = np.array([Actions.left, Actions.right, Actions.forward])
 # policy -> default probability of a random action; "other_task" is the expert of another task in the same scene
-POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 0.5, "other_task": 0.0}
+POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 0.8, "other_task": 0.0}
 
 
 def level_name(task: str) -> str:
@@ -111,20 +111,20 @@ def rollout(
     render_size: int = 64,
     max_steps: int | None = None,
     action_noise: float | None = None,
-    policy_seed: int | None = None,
+    attempt: int = 0,
 ) -> Episode:
-    """Run one episode, deterministic in (task, seed, policy, policy_seed); `seed` fixes the scene and mission.
+    """Run one episode, deterministic in (task, seed, policy, attempt); `seed` fixes the scene and mission.
 
     Policies: "expert" (`BabyAIBot`), "random" (uniform over left/right/forward), "noisy_expert" (the expert,
-    but with probability `action_noise`, default 0.5, a random move instead), "other_task" (the expert of another
+    but with probability `action_noise`, default 0.8, a random move instead), "other_task" (the expert of another
     instruction in the same scene, `other_task`, until it completes that one; "random" where the scene has no
-    other object). `policy_seed` (default `seed`) seeds the policy's randomness alone. Stops at termination,
+    other object). `attempt` > 0 draws the policy's randomness anew in the same scene. Stops at termination,
     truncation or after `max_steps` actions. BabyAI has no ground-truth progress.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(POLICIES)}")
     noise = POLICIES[policy] if action_noise is None else action_noise
-    rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
+    rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
     env = make_env(task, render_size=render_size)
     performed = None
 

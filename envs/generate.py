@@ -1,21 +1,28 @@
 """Generate a labelled video dataset: one mp4 per episode plus `manifest.jsonl` (design.md §2).
 
-    python -m envs.generate --tasks GoToRedBall GoToLocal --episodes 200 --out data/babyai
+    vlreward data generate --env babyai --tasks GoToRedBall GoToLocal --episodes 200 --out data/babyai
+    vlreward data generate --env metaworld --episodes 100 --render-size 84 --warp-fraction 0.2 --out data/mw
 
-Episode i uses seed `seed + i` and task `tasks[i % len(tasks)]`; within each task, `failure_fraction` of the
-episodes come from failure policies (alternating random / noisy_expert). `success` is what the env reported,
-so a failure policy that happens to solve the level is labelled a success.
+Episode i uses seed `seed + i` (the scene) and task `tasks[i % len(tasks)]`. Within each task the episodes are
+spread over three kinds in the asked shares: expert demos, failures (cycling through `failures`) and time-warped
+expert demos (cycling through `WARPS`). `success` is always what the env reported; a random, noisy or other-task
+failure that happens to succeed is re-drawn in the same scene (up to `MAX_ATTEMPTS` times, the row's `attempt`).
+
+Manifest row: path, task (the sentence), paraphrase (its index in the env's sentence list), success, env,
+env_task, seed, split, kind, policy, num_frames, progress (per frame, or null), performed (the task a hard
+negative really did), warp, speed and source_frames (for warped demos: the recorded frame shown at each frame).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -23,54 +30,95 @@ import imageio.v2 as imageio
 import numpy as np
 from tqdm import tqdm
 
-from envs.babyai import level_name, rollout
+from envs import babyai
+from envs.episode import Episode
 from vlreward.args import arg, parse_args
 
-ENVS = ("babyai",)
+ENVS = ("babyai", "metaworld")
+DEFAULT_TASKS = {"babyai": ["GoToRedBall"], "metaworld": None}  # None: every Meta-World task in envs.metaworld
+FAILURES = ("random", "noisy_expert", "early_stop", "other_task")
+WARPS = ("slow", "fast", "pause", "varying")
+MAX_ATTEMPTS = 5
+METAWORLD_MAX_STEPS = 150  # the experts succeed within ~100 steps (Meta-World's own limit is 500)
 
 
 @dataclass
 class Args:
-    """Generate BabyAI episodes as mp4 videos with a manifest."""
+    """Generate episodes of language-conditioned tasks as mp4 videos with a manifest."""
 
-    env: str = arg("babyai", "environment suite (only 'babyai' for now)")
-    tasks: list[str] = arg(["GoToRedBall"], "BabyAI levels, assigned to episodes round-robin")
+    env: str = arg("babyai", "environment suite: babyai or metaworld")
+    tasks: list[str] = arg([], "tasks, assigned to episodes round-robin (default: GoToRedBall; Meta-World: all)")
     episodes: int = arg(100, "number of episodes")
     out: str = arg("data/babyai", "output folder for videos/ and manifest.jsonl")
     seed: int = arg(0, "episode i uses seed + i")
-    render_size: int = arg(64, "frame height and width in pixels (a multiple of 16, the H.264 macro block)")
-    failure_fraction: float = arg(0.5, "share of episodes from failure policies, alternating random / noisy_expert")
+    render_size: int = arg(64, "frame height and width in pixels (even: H.264 with yuv420p)")
+    failure_fraction: float = arg(0.5, "share of failure episodes, cycling through --failures")
+    failures: list[str] = arg(list(FAILURES), "failure kinds: random, noisy_expert, early_stop, other_task")
+    warp_fraction: float = arg(0.0, "share of time-warped expert demos (0.5x-2x, pauses), cycling through WARPS")
+    max_steps: int = arg(0, f"step limit per episode (0: BabyAI's own limit, {METAWORLD_MAX_STEPS} for Meta-World)")
     workers: int = arg(2, "worker processes")
 
 
-def validate(args: Args) -> None:
-    """Raise ValueError on bad arguments before anything is written."""
+def env_tasks(env: str) -> dict[str, tuple[str, ...]] | None:
+    """Meta-World's task -> sentences table (imported only when asked: it loads MuJoCo); None for BabyAI."""
+    if env == "metaworld":
+        from envs.metaworld import TASKS
+
+        return TASKS
+    return None
+
+
+def resolve_tasks(args: Args) -> list[str]:
+    """The canonical task names of `args`, defaults filled in; ValueError names the valid ones."""
     if args.env not in ENVS:
         raise ValueError(f"unknown env {args.env!r}; supported: {', '.join(ENVS)}")
-    if not args.tasks:
-        raise ValueError("tasks is empty")
-    for task in args.tasks:
-        level_name(task)
+    tasks = args.tasks or DEFAULT_TASKS[args.env] or list(env_tasks(args.env))
+    if args.env == "babyai":
+        return [babyai.level_name(task) for task in tasks]
+    from envs.metaworld import task_name
+
+    return [task_name(task) for task in tasks]
+
+
+def validate(args: Args) -> list[str]:
+    """Raise ValueError on bad arguments before anything is written; returns the tasks."""
+    tasks = resolve_tasks(args)
     if args.episodes <= 0:
         raise ValueError(f"episodes must be positive, got {args.episodes}")
-    if args.render_size <= 0 or args.render_size % 16:
-        raise ValueError(f"render_size must be a positive multiple of 16, got {args.render_size}")
-    if not 0.0 <= args.failure_fraction <= 1.0:
-        raise ValueError(f"failure_fraction must be in [0, 1], got {args.failure_fraction}")
+    if args.render_size < 16 or args.render_size % 2:
+        raise ValueError(f"render_size must be an even number >= 16, got {args.render_size}")
+    if not (0.0 <= args.failure_fraction <= 1.0 and 0.0 <= args.warp_fraction <= 1.0
+            and args.failure_fraction + args.warp_fraction <= 1.0):
+        raise ValueError(f"failure_fraction and warp_fraction must lie in [0, 1] and sum to at most 1, "
+                         f"got {args.failure_fraction} and {args.warp_fraction}")
+    if not args.failures or set(args.failures) - set(FAILURES):
+        raise ValueError(f"failures must be a non-empty subset of {', '.join(FAILURES)}, got {args.failures}")
+    if args.max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {args.max_steps}")
     if args.workers < 1:
         raise ValueError(f"workers must be at least 1, got {args.workers}")
     out = Path(args.out).absolute()
     nearest = next(path for path in (out, *out.parents) if path.exists())
     if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {args.out!r}: {nearest} is not a writable folder")
+    return tasks
 
 
-def episode_policy(j: int, failure_fraction: float) -> str:
-    """Policy for a task's j-th episode: failures spread evenly, alternating random / noisy_expert."""
-    failures_before = math.floor(j * failure_fraction)
-    if math.floor((j + 1) * failure_fraction) == failures_before:
-        return "expert"
-    return "random" if failures_before % 2 == 0 else "noisy_expert"
+def episode_kinds(count: int, args: Args) -> list[str]:
+    """Kinds of a task's first `count` episodes: expert, a failure kind or a warp, each group in its share.
+
+    Slot j goes to the group furthest behind its target share (ties: expert, failure, warped), so every prefix
+    holds the shares as closely as whole episodes allow; failures and warps cycle through their kinds.
+    """
+    shares = {"expert": 1.0 - args.failure_fraction - args.warp_fraction,
+              "failure": args.failure_fraction, "warped": args.warp_fraction}
+    cycles = {"expert": ["expert"], "failure": args.failures, "warped": WARPS}
+    counts, kinds = dict.fromkeys(shares, 0), []
+    for slot in range(count):
+        group = max((k for k in shares if shares[k] > 0), key=lambda k: (slot + 1) * shares[k] - counts[k])
+        kinds.append(cycles[group][counts[group] % len(cycles[group])])
+        counts[group] += 1
+    return kinds
 
 
 def split(seed: int) -> str:
@@ -79,53 +127,137 @@ def split(seed: int) -> str:
     return "train" if bucket < 8 else "val" if bucket == 8 else "test"
 
 
+def warp_indices(num_frames: int, warp: str, rng: np.random.Generator) -> np.ndarray:
+    """Source frame indices [M] of a time-warped replay of `num_frames` frames: non-decreasing, 0 to the last.
+
+    slow: constant 0.5x-0.8x; fast: constant 1.5x-2x (frames dropped); varying: a new speed in 0.5x-2x every
+    8 frames; pause: real time with up to 3 frames held for 3-8 extra frames each.
+    """
+    if warp == "pause":
+        repeats = np.ones(num_frames, np.int64)
+        held = rng.choice(num_frames, size=min(3, num_frames), replace=False)
+        repeats[held] += rng.integers(3, 9, size=len(held))
+        return np.repeat(np.arange(num_frames), repeats)
+    low, high = {"slow": (0.5, 0.8), "fast": (1.5, 2.0), "varying": (0.5, 2.0)}[warp]
+    positions, speed = [0.0], rng.uniform(low, high)
+    while positions[-1] < num_frames - 1:
+        if warp == "varying" and len(positions) % 8 == 0:
+            speed = rng.uniform(low, high)
+        positions.append(positions[-1] + speed)
+    return np.minimum(np.floor(positions).astype(np.int64), num_frames - 1)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """uint8 frames [T, H, W, 3] (H, W multiples of 16) -> an H.264 mp4 that decord reads back closely."""
+    """uint8 frames [T, H, W, 3] (H, W even) -> an H.264 mp4 that decord reads back closely."""
     imageio.mimwrite(
         path,
         list(frames),
         fps=fps,
         codec="libx264",
         pixelformat="yuv420p",
-        macro_block_size=16,
+        macro_block_size=2,  # yuv420p needs even sides; the encoder pads to its 16-px blocks itself
         quality=8,  # crf 10: mean decode error ~1.4/255 at 64 px, mostly from yuv420p chroma
         ffmpeg_log_level="error",
     )
     return Path(path)
 
 
-def write_episode(job: tuple[int, str, int, str, str, int]) -> dict:
-    """Roll out one episode, write its mp4 and return its manifest row (runs in a worker process)."""
-    i, task, seed, policy, out, render_size = job
-    episode = rollout(task, seed, policy, render_size=render_size)
+@lru_cache(maxsize=4)
+def _metaworld_env(task: str, render_size: int):
+    """One Meta-World env (and GL context) per task and size in each worker process, reused across episodes."""
+    from envs.metaworld import make_env
+
+    return make_env(task, render_size=render_size)
+
+
+def run_policy(env: str, task: str, seed: int, policy: str, render_size: int, max_steps: int,
+               attempt: int = 0) -> Episode:
+    """One episode of `policy` in scene `seed` of `env`'s `task`."""
+    if env == "babyai":
+        return babyai.rollout(task, seed, policy, render_size=render_size, max_steps=max_steps or None,
+                              attempt=attempt)
+    from envs.metaworld import rollout
+
+    return rollout(task, seed, policy, render_size=render_size, max_steps=max_steps or METAWORLD_MAX_STEPS,
+                   attempt=attempt, env=_metaworld_env(task, render_size))
+
+
+def make_episode(env: str, task: str, seed: int, kind: str, render_size: int, max_steps: int) -> tuple[Episode, dict]:
+    """The episode of `kind` and its kind-specific manifest fields.
+
+    noisy_expert gets as many steps as the clean expert needed to succeed in the same scene (given time, even a heavily
+    noisy expert gets there); early_stop cuts the expert's recording at 30-80% of the way to its first success;
+    a warp replays it.
+    """
+    rng = np.random.default_rng([seed, 1])  # the cut and the warp; the policies draw from their own streams
+    extra = {"kind": kind, "performed": None, "warp": None, "speed": None, "source_frames": None, "attempt": 0}
+    expert = None if kind in ("random", "other_task") else run_policy(env, task, seed, "expert", render_size, max_steps)
+    if kind in ("random", "noisy_expert", "other_task"):
+        budget = (expert.success_step or len(expert.actions)) if expert else max_steps
+        for attempt in range(MAX_ATTEMPTS):
+            episode = run_policy(env, task, seed, kind, render_size, budget, attempt)
+            if not episode.success:
+                break
+        return episode, {**extra, "performed": episode.performed, "attempt": attempt}
+    episode = expert
+    if kind == "expert":
+        return episode, extra
+    progress = episode.progress
+    if kind == "early_stop":  # ends before the success frame (a single frame if the expert succeeds at once)
+        end = len(episode.frames) - 1 if episode.success_step is None else episode.success_step
+        stop = min(max(1, int(end * rng.uniform(0.3, 0.8))), end - 1)
+        index = np.arange(stop + 1)
+        cut = dict(actions=episode.actions[:stop], success=False, success_step=None)
+    else:
+        index = warp_indices(len(episode.frames), kind, rng)
+        extra.update(kind="warped", warp=kind, speed=round((len(episode.frames) - 1) / max(len(index) - 1, 1), 3),
+                     source_frames=index.tolist())
+        success_step = None if episode.success_step is None else int(np.searchsorted(index, episode.success_step))
+        cut = dict(success_step=success_step)  # the actions stay the recording's
+    return dataclasses.replace(episode, frames=episode.frames[index], states=episode.states[index],
+                               progress=None if progress is None else progress[index], **cut), extra
+
+
+def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> dict:
+    """Make one episode, write its mp4 and return its manifest row (runs in a worker process)."""
+    i, env, task, seed, kind, paraphrase, out, render_size, max_steps = job
+    episode, extra = make_episode(env, task, seed, kind, render_size, max_steps)
     path = f"videos/{i:05d}.mp4"
     write_video(Path(out) / path, episode.frames)
+    sentences = env_tasks(env)
     return {
         "path": path,
-        "task": episode.mission,
-        "success": episode.success,
-        "env": "babyai",
-        "level": episode.task,
+        "task": sentences[task][paraphrase] if sentences else episode.mission,
+        "paraphrase": paraphrase,
+        "success": bool(episode.success),
+        "env": env,
+        "env_task": task,
         "seed": seed,
-        "policy": policy,
-        "num_frames": len(episode.frames),
         "split": split(seed),
+        "policy": episode.policy,
+        "num_frames": len(episode.frames),
+        "progress": None if episode.progress is None else np.round(episode.progress, 4).tolist(),
+        **extra,
     }
 
 
 def generate(args: Args) -> Path:
     """Write `args.episodes` videos and the manifest into `args.out`; returns the manifest path."""
-    validate(args)
+    tasks = validate(args)
+    sentences = env_tasks(args.env)
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (i, args.tasks[i % len(args.tasks)], args.seed + i,
-         episode_policy(i // len(args.tasks), args.failure_fraction), str(out), args.render_size)
-        for i in range(args.episodes)
-    ]
+    kinds = episode_kinds(-(-args.episodes // len(tasks)), args)
+    jobs = []
+    for i in range(args.episodes):
+        task, j = tasks[i % len(tasks)], i // len(tasks)
+        paraphrase = j % len(sentences[task]) if sentences else 0
+        jobs.append((i, args.env, task, args.seed + i, kinds[j], paraphrase, str(out), args.render_size,
+                     args.max_steps))
 
     start = time.perf_counter()
-    with multiprocessing.Pool(args.workers) as pool:
+    # spawn: a worker never inherits a parent's GL context or thread state
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         rows = list(tqdm(pool.imap(write_episode, jobs), total=len(jobs), desc="episodes"))
     elapsed = time.perf_counter() - start
 
@@ -139,7 +271,7 @@ def generate(args: Args) -> Path:
     successes = sum(row["success"] for row in rows)
     print(
         f"{len(rows)} episodes ({successes} successes, {frames} frames) in {elapsed:.1f}s: "
-        f"{len(rows) / elapsed:.1f} episodes/s, {frames / elapsed:.0f} frames/s -> {manifest}"
+        f"{len(rows) / elapsed:.2f} episodes/s, {frames / elapsed:.0f} frames/s -> {manifest}"
     )
     return manifest
 

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 
 from envs.babyai import rollout
-from envs.generate import Args, episode_policy, generate, main, split
+from envs.metaworld import TASKS
+from envs.generate import MAX_ATTEMPTS, WARPS, Args, episode_kinds, generate, main, make_episode, split, warp_indices
 from rewards.video import decode_video, read_manifest
 
-FIELDS = {"path", "task", "success", "env", "level", "seed", "policy", "num_frames", "split"}
+FIELDS = {"path", "task", "paraphrase", "success", "env", "env_task", "seed", "split", "kind", "policy", "num_frames",
+          "progress", "performed", "warp", "speed", "source_frames", "attempt"}
+FAILURES = {"random", "noisy_expert", "early_stop", "other_task"}
 
 
 def test_generate_writes_decodable_videos_and_manifest(tmp_path):
@@ -17,23 +20,108 @@ def test_generate_writes_decodable_videos_and_manifest(tmp_path):
     assert manifest == tmp_path / "manifest.jsonl"
     rows = read_manifest(tmp_path)
     assert len(rows) == 4 and all(set(row) == FIELDS for row in rows)
-    assert [row["level"] for row in rows] == ["GoToRedBall", "GoToLocal"] * 2
+    assert [row["env_task"] for row in rows] == ["GoToRedBall", "GoToLocal"] * 2
     assert [row["seed"] for row in rows] == [10, 11, 12, 13]
-    assert [row["policy"] for row in rows] == ["expert", "expert", "random", "random"]
+    assert [row["kind"] for row in rows] == ["expert", "expert", "random", "random"]
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [f"{i:05d}.mp4" for i in range(4)]
     for row in rows:
         frames = decode_video(row["path"])
-        expected = rollout(row["level"], row["seed"], row["policy"]).frames
+        expected = rollout(row["env_task"], row["seed"], row["policy"], attempt=row["attempt"]).frames
         assert frames.shape == (row["num_frames"], 64, 64, 3) == expected.shape
         assert np.abs(frames.astype(int) - expected).mean() < 10
-        assert row["task"].startswith("go to") and row["env"] == "babyai"
-    assert all(row["success"] for row in rows if row["policy"] == "expert")
+        assert row["task"].startswith("go to") and row["env"] == "babyai" and row["progress"] is None
+    assert all(row["success"] for row in rows if row["kind"] == "expert")
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory):
+    """One BabyAI set holding every kind, generated twice with the same seed."""
+    args = Args(tasks=["PutNextLocal"], episodes=8, seed=3, failure_fraction=0.5, warp_fraction=0.5, workers=2)
+    outs = [tmp_path_factory.mktemp(name) for name in ("a", "b")]
+    for out in outs:
+        generate(dataclasses.replace(args, out=str(out)))
+    return outs
+
+
+def test_every_kind_is_labelled_truthfully(every_kind):
+    rows = read_manifest(every_kind[0])
+    assert Counter(row["kind"] for row in rows) == {"warped": 4, **dict.fromkeys(FAILURES, 1)}
+    assert {row["warp"] for row in rows if row["kind"] == "warped"} == set(WARPS)
+    for row in rows:
+        assert len(decode_video(row["path"])) == row["num_frames"]
+        if row["kind"] in ("early_stop", "other_task"):
+            assert not row["success"], row
+        elif row["kind"] in FAILURES:  # re-drawn until it fails, up to MAX_ATTEMPTS times
+            assert not row["success"] or row["attempt"] == MAX_ATTEMPTS - 1
+    for row in rows:
+        if row["kind"] == "random":
+            assert row["success"] == rollout(row["env_task"], row["seed"], "random", attempt=row["attempt"]).success
+    other = next(row for row in rows if row["kind"] == "other_task")
+    assert other["performed"].startswith("pick up") and other["performed"] != other["task"]
+
+
+def test_same_seed_gives_identical_files(every_kind):
+    first, second = every_kind
+    assert (first / "manifest.jsonl").read_bytes() == (second / "manifest.jsonl").read_bytes()
+    for video in sorted((first / "videos").iterdir()):
+        assert video.read_bytes() == (second / "videos" / video.name).read_bytes(), video.name
+
+
+def test_warped_demos_replay_the_expert_states_in_order(every_kind):
+    for row in read_manifest(every_kind[0]):
+        if row["kind"] != "warped":
+            continue
+        expert = rollout(row["env_task"], row["seed"], "expert")
+        warped, extra = make_episode("babyai", row["env_task"], row["seed"], row["warp"], 64, 0)
+        index = np.array(extra["source_frames"])
+        assert extra == {k: row[k] for k in extra} and len(index) == row["num_frames"]
+        np.testing.assert_array_equal(warped.states, expert.states[index])
+        visited = index[np.r_[True, np.diff(index) > 0]]
+        assert visited[0] == 0 and visited[-1] == len(expert.frames) - 1 and np.all(np.diff(visited) > 0)
+        assert warped.success == expert.success == row["success"]
+        frames = decode_video(row["path"])
+        assert np.abs(frames.astype(int) - expert.frames[index]).mean() < 10
+
+
+@pytest.mark.parametrize("warp, low, high", [("slow", 0.5, 0.8), ("fast", 1.5, 2.0), ("varying", 0.5, 2.0)])
+def test_warp_speeds(warp, low, high):
+    for seed in range(5):
+        index = warp_indices(100, warp, np.random.default_rng(seed))
+        assert index[0] == 0 and index[-1] == 99 and np.all(np.diff(index) >= 0)
+        assert low - 0.05 <= 99 / (len(index) - 1) <= high + 0.05
+    pauses = warp_indices(20, "pause", np.random.default_rng(0))
+    assert np.array_equal(np.unique(pauses), np.arange(20)) and 20 + 9 <= len(pauses) <= 20 + 24
+
+
+def test_early_stop_ends_before_success():
+    for seed in range(4):
+        episode, extra = make_episode("babyai", "PutNextLocal", seed, "early_stop", 64, 0)
+        expert = rollout("PutNextLocal", seed, "expert")
+        assert not episode.success and extra["kind"] == "early_stop"
+        assert 1 <= len(episode.frames) <= expert.success_step
+        np.testing.assert_array_equal(episode.frames, expert.frames[: len(episode.frames)])
+
+
+def test_metaworld_set(tmp_path):
+    args = Args(env="metaworld", tasks=["reach", "button-press-v3"], episodes=4, out=str(tmp_path), seed=0,
+                warp_fraction=0.5, failure_fraction=0.5, failures=["random"], max_steps=70, workers=2)
+    rows = read_manifest(generate(args).parent)
+    assert [(row["env_task"], row["kind"]) for row in rows] == [
+        ("reach", "random"), ("button-press", "random"), ("reach", "warped"), ("button-press", "warped")]
+    for row in rows:
+        assert len(decode_video(row["path"])) == row["num_frames"] == len(row["progress"])
+        assert row["env"] == "metaworld" and row["success"] == (row["kind"] == "warped")
+        assert row["task"] == TASKS[row["env_task"]][row["paraphrase"]]
+    assert [row["paraphrase"] for row in rows] == [0, 0, 1, 1]  # a task's j-th episode: sentence j
+    for row in rows[2:]:
+        assert row["progress"][0] == 0 and row["progress"][-1] == 1
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"tasks": ["GoToTheMoon"]}, {"episodes": 0}, {"render_size": 60}, {"env": "metaworld"}, {"workers": 0},
-     {"failure_fraction": 1.5}],
+    [{"tasks": ["GoToTheMoon"]}, {"env": "metaworld", "tasks": ["GoToRedBall"]}, {"env": "minecraft"},
+     {"episodes": 0}, {"render_size": 63}, {"workers": 0}, {"failure_fraction": 1.5},
+     {"failure_fraction": 0.6, "warp_fraction": 0.6}, {"failures": ["teleport"]}, {"max_steps": -1}],
 )
 def test_bad_args_raise_before_writing(tmp_path, change):
     args = dataclasses.replace(Args(episodes=2, out=str(tmp_path / "out")), **change)
@@ -48,11 +136,14 @@ def test_unwritable_out_raises(tmp_path):
         generate(Args(episodes=2, out=str(tmp_path / "file" / "out")))
 
 
-def test_failures_are_spread_and_alternate():
-    policies = [episode_policy(j, 0.5) for j in range(6)]
-    assert policies == ["expert", "random", "expert", "noisy_expert", "expert", "random"]
-    assert {episode_policy(j, 0.0) for j in range(10)} == {"expert"}
-    assert Counter(episode_policy(j, 1.0) for j in range(10)) == {"random": 5, "noisy_expert": 5}
+def test_kinds_are_spread_and_cycle():
+    args = Args(failure_fraction=0.5)
+    assert episode_kinds(6, args) == ["expert", "random", "expert", "noisy_expert", "expert", "early_stop"]
+    assert set(episode_kinds(10, Args(failure_fraction=0.0))) == {"expert"}
+    kinds = episode_kinds(40, Args(failure_fraction=0.25, warp_fraction=0.5))
+    assert Counter(kinds) == {"expert": 10, "random": 3, "noisy_expert": 3, "early_stop": 2, "other_task": 2,
+                              "slow": 5, "fast": 5, "pause": 5, "varying": 5}
+    assert kinds[:20].count("expert") == 5  # every prefix keeps the shares
 
 
 def test_split_is_stable_and_roughly_80_10_10():
@@ -63,4 +154,4 @@ def test_split_is_stable_and_roughly_80_10_10():
 
 def test_main_parses_argv(tmp_path):
     manifest = main(["--tasks", "GoToObj", "--episodes", "2", "--out", str(tmp_path), "--workers", "1"])
-    assert [row["level"] for row in read_manifest(manifest.parent)] == ["GoToObj", "GoToObj"]
+    assert [row["env_task"] for row in read_manifest(manifest.parent)] == ["GoToObj", "GoToObj"]
