@@ -8,8 +8,19 @@ from typing import Sequence
 import numpy as np
 
 
+SMOOTH = 3  # iterations in the trailing mean: one iteration's success rate covers only ~10-20 episodes
+
+
+def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
+    """Mean of the last `window` values at each index (fewer at the start)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(len(values)) + 1 - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(len(values)) + 1 - starts)
+
+
 def mean_curve(rows: Sequence[dict], reward: str) -> tuple[np.ndarray, np.ndarray]:
-    """(env_steps [I], success_rate [I]) averaged over seeds per iteration, cut to the shortest run."""
+    """(env_steps [I], success_rate [I]): per iteration the mean over seeds, then a trailing mean over
+    `SMOOTH` iterations; cut to the shortest run."""
     runs: dict[int, list[dict]] = {}
     for row in rows:
         if row["reward"] == reward:
@@ -17,7 +28,7 @@ def mean_curve(rows: Sequence[dict], reward: str) -> tuple[np.ndarray, np.ndarra
     length = min(len(run) for run in runs.values())
     steps = np.mean([[r["env_steps"] for r in run[:length]] for run in runs.values()], axis=0)
     success = np.mean([[r["success_rate"] for r in run[:length]] for run in runs.values()], axis=0)
-    return steps, np.nan_to_num(success)
+    return steps, trailing_mean(np.nan_to_num(success))
 
 
 def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float:
@@ -46,7 +57,7 @@ def summarize(rows: Sequence[dict]) -> str:
 
 
 def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
-    """Success rate against env steps, one line per reward (mean over seeds; the band spans the seeds)."""
+    """Success rate against env steps, one line per reward (`mean_curve`; the band spans the seeds, unsmoothed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +74,7 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
         seeds = len(per_seed)
         axis.plot(steps, success, label=f"{reward} ({seeds} seed{'s' * (seeds > 1)})")
         axis.fill_between(steps, band.min(0), band.max(0), alpha=0.15)
-    axis.set(xlabel="env steps", ylabel="success rate (last 100 episodes)", title=title, ylim=(0, 1.02))
+    axis.set(xlabel="env steps", ylabel=f"success rate (mean of {SMOOTH} iterations)", title=title, ylim=(0, 1.02))
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

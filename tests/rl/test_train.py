@@ -65,9 +65,10 @@ def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
     rows = (run("sparse", 0, [0.0, 0.1, 0.2, 0.4]) + run("sparse", 1, [0.0, 0.1, 0.2, 0.6])
             + run("dense", 0, [0.2, 0.5, 0.7, 0.9]) + run("dense", 1, [0.0, 0.5, 0.7, 0.9]))
     table = summarize(rows).splitlines()
-    assert "steps to sparse's final (0.50)" in table[0]
-    assert table[2].startswith("| sparse | 2 | 4000 | 0.50 | 4000 | 1.00 | 100 | 0.0% |")
-    assert table[3].startswith("| dense | 2 | 4000 | 0.90 | 2000 | 0.50 | 100 | 20.0% |")
+    # seed means 0, .1, .2, .5 (sparse) and .1, .5, .7, .9 (dense); trailing 3-iteration means end at .27 and .70
+    assert "steps to sparse's final (0.27)" in table[0]
+    assert table[2].startswith("| sparse | 2 | 4000 | 0.27 | 4000 | 1.00 | 100 | 0.0% |")
+    assert table[3].startswith("| dense | 2 | 4000 | 0.70 | 2000 | 0.50 | 100 | 20.0% |")
     assert plot_curves(rows, tmp_path / "curves.png", "test").stat().st_size > 1000
 
 
