@@ -28,7 +28,7 @@ from rewards.metrics import auroc, pearson, relative_change, value_order_correla
 from rewards.video import decode_video, read_manifest
 from vlreward.args import arg
 
-Paraphraser = Callable[[str], Sequence[str]]
+Paraphraser = Callable[[dict], Sequence[str]]
 ARTICLES = {"a", "an", "the"}
 
 
@@ -62,10 +62,11 @@ def evaluate(model: RewardModel, data: str | Path | Iterable[dict], split: str =
     """Score a dataset's videos with `model` and return a JSON-ready report of reward-quality metrics.
 
     `data` is a dataset directory (manifest.jsonl, design §2) or manifest-like rows: dicts with `task`,
-    `success` and either `frames` (uint8 [T, H, W, 3]) or `path`; optional `split`, `env`, `level`, `seed`,
-    `policy`/`kind`, `progress` [T], `paraphrases` [str], `other_task` (the task a hard negative's video
-    really solves), `warp` (speed factor of a time-warped demo). Rows without `split` are always scored.
-    `paraphrases` rewords a task when the rows carry none (e.g. an env's paraphrase table).
+    `success` and either `frames` (uint8 [T, H, W, 3]) or `path`; optional `split`, `env`, `env_task`,
+    `kind`/`policy`, `progress` [T], `paraphrases` [str], `performed` (the task a hard negative's video really
+    solves), `warp` and `source_frames` (a time-warped replay: the recorded frame shown at each frame).
+    Rows without `split` are always scored. `paraphrases(row)` rewords a row's task when the row carries no
+    `paraphrases` (e.g. from an env's sentence table).
     The report holds the metrics, `notes` on what was skipped and why, per-video `records` and a few
     `curves` (values per frame) for plots.
     """
@@ -108,8 +109,8 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
         jobs += [_Job(i, text, f"paraphrase:{k}") for k, text in enumerate(reworded.get(i, []))]
         if i in wrong:
             jobs.append(_Job(i, wrong[i], "wrong_task"))
-        if row.get("other_task"):
-            jobs.append(_Job(i, row["other_task"], "other_task"))
+        if _is_hard_negative(row):
+            jobs.append(_Job(i, row["performed"], "performed"))
     scores = _score_jobs(model, rows, jobs, batch_size, progress)
     own = [scores[i, "task"] for i in range(len(rows))]
 
@@ -119,25 +120,31 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
     report = {
         "successes": int(success.sum()), "failures": int((~success).sum()),
         "return_success_mean": _mean(returns[success]), "return_failure_mean": _mean(returns[~success]),
-        "voc": _mean([value_order_correlation(s.values) for s, ok in zip(own, success) if ok]),
-        **_separation(returns, finals, success, [_failure_kind(row) for row in rows]),
+        "voc": _mean([value_order_correlation(s.values) for s, row in zip(own, rows) if _is_plain_success(row)]),
+        **_separation(returns, finals, success, [_kind(row) for row in rows]),
         "progress_pearson": _progress_pearson(rows, own, notes),
         "paraphrase": _paraphrase_change(reworded, scores),
         "wrong_task": _ranked_pairs([(scores[i, "task"], scores[i, "wrong_task"]) for i in wrong]),
         "hard_negatives": _hard_negatives(rows, scores, notes),
     }
-    records = [_record(row, s, _failure_kind(row) if not row["success"] else "success") for row, s in zip(rows, own)]
+    records = [_record(row, s, _kind(row)) for row, s in zip(rows, own)]
     return {**report, "notes": notes, "records": records,
             "curves": _curves(records, own, curves_per_group)}
 
 
 def _is_plain_success(row: dict) -> bool:
-    return bool(row["success"]) and not row.get("other_task")
+    """A success recorded at its own pace (not a time-warped replay)."""
+    return bool(row["success"]) and not row.get("warp")
+
+
+def _is_hard_negative(row: dict) -> bool:
+    """A failure for its task that really solved another one (`performed`) in the same scene."""
+    return not row["success"] and bool(row.get("performed")) and row["performed"] != row["task"]
 
 
 def _paraphrases(row: dict, source: Paraphraser | None) -> list[str]:
     """Rewordings of the row's task that differ from it: the manifest's own, else from `source`."""
-    candidates = row.get("paraphrases") or (list(source(row["task"])) if source else [])
+    candidates = row.get("paraphrases") or (list(source(row)) if source else [])
     return [text for text in candidates if text.strip() and text.strip() != row["task"].strip()]
 
 
@@ -160,8 +167,13 @@ def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
     return wrong
 
 
-def _failure_kind(row: dict) -> str:
-    return str(row.get("kind") or row.get("policy") or "failure")
+def _kind(row: dict) -> str:
+    """What made the video: expert, random, noisy_expert, early_stop, other_task, warped (or just the outcome)."""
+    return str(row.get("kind") or row.get("policy") or ("success" if row["success"] else "failure"))
+
+
+def _group(row: dict) -> str:
+    return str(row.get("env_task") or row.get("level") or row["task"])
 
 
 def _separation(returns, finals, success, kinds) -> dict:
@@ -207,16 +219,16 @@ def _ranked_pairs(pairs: list[tuple[Score, Score]]) -> dict | None:
 
 
 def _hard_negatives(rows, scores, notes) -> dict | None:
-    """Hard negatives: videos that really solve `other_task` in this task's scene.
+    """Hard negatives: videos that really solve another task (`performed`) in this task's scene.
 
     A hard negative must score lower for the scene's task than for the task it solves (same video), and lower
     than the scene's own expert success (same env and seed) where the dataset has one.
     """
-    negatives = [i for i, row in enumerate(rows) if row.get("other_task")]
+    negatives = [i for i, row in enumerate(rows) if _is_hard_negative(row)]
     if not negatives:
-        notes.append("hard_negatives: skipped, no manifest rows carry `other_task`")
+        notes.append("hard_negatives: skipped, no failure row names the task it `performed` instead")
         return None
-    same_video = _ranked_pairs([(scores[i, "other_task"], scores[i, "task"]) for i in negatives])
+    same_video = _ranked_pairs([(scores[i, "performed"], scores[i, "task"]) for i in negatives])
     expert = {(row.get("env"), row.get("seed"), row["task"]): i for i, row in enumerate(rows) if _is_plain_success(row)}
     in_scene = [(scores[expert[key], "task"], scores[i, "task"]) for i in negatives
                 if (key := (rows[i].get("env"), rows[i].get("seed"), rows[i]["task"])) in expert]
@@ -232,50 +244,57 @@ def time_warps(demo: np.ndarray) -> dict[str, np.ndarray]:
     return {"slow_0.5x": np.repeat(demo, 2, axis=0), "fast_2x": fast}
 
 
+def replayed_demo(row: dict, frames: np.ndarray) -> np.ndarray | None:
+    """The recording a time-warped row replays (frame k of it shows recorded frame `source_frames[k]`), or None
+    if the replay dropped recorded frames (a fast warp) and the recording cannot be rebuilt."""
+    source = np.asarray(row.get("source_frames") or [], dtype=np.int64)
+    if len(source) != len(frames) or not np.array_equal(np.unique(source), np.arange(source.max(initial=-1) + 1)):
+        return None
+    return frames[np.searchsorted(source, np.arange(source.max() + 1))]
+
+
 def _evaluate_demo(model, rows, batch_size, curves_per_group, progress, min_demo_frames: int = 4,
                    failures_per_demo: int = 3) -> dict:
-    """Each plain expert success of >= `min_demo_frames` frames is a demo. Positives: its time-warped copies
-    (the manifest's `warp` rows of the same scene, else made here). Negatives: its first half (stopped
-    early), failures of the same scene, and up to `failures_per_demo` failures of the same task elsewhere."""
+    """Demos and their time-warped copies (positives) against failures (negatives), each scored against the demo.
+
+    A demo is a plain expert success (positives: its 0.5x and 2x copies made here) or the recording a manifest
+    warp row replays (positive: that row). Negatives: the demo's first half (stopped early) and up to
+    `failures_per_demo` failures of the same task group.
+    """
     notes = []
-    demos = [i for i, row in enumerate(rows) if _is_plain_success(row) and not row.get("warp")
-             and row.get("num_frames", min_demo_frames) >= min_demo_frames]
-    if not demos:
-        raise ValueError(f"no successful video of at least {min_demo_frames} frames to use as a demo")
-    warped_rows = defaultdict(list)
-    for i, row in enumerate(rows):
-        if row.get("warp"):
-            warped_rows[row.get("env"), row.get("seed")].append(i)
-    if not warped_rows:
-        notes.append("time warps: the manifest has none; made 0.5x and 2x copies of each demo")
-    failures_by_task = defaultdict(list)
+    failures_by_group = defaultdict(list)
     for i, row in enumerate(rows):
         if not row["success"]:
-            failures_by_task[row["task"]].append(i)
+            failures_by_group[_group(row)].append(i)
+    candidates = [i for i, row in enumerate(rows) if row["success"]
+                  and (row.get("warp") or row.get("num_frames", min_demo_frames) >= min_demo_frames)]
+    if not candidates:
+        raise ValueError(f"no successful video of at least {min_demo_frames} frames to use as a demo")
 
-    scored = []  # (demo index, positive?, kind, Score)
-    for d in tqdm(demos, desc=f"eval {model.name}", disable=not progress):
-        row = rows[d]
-        demo = _load(row)
-        if len(demo) < min_demo_frames:
+    scored = []  # (demo row, positive?, kind, Score)
+    for d in tqdm(candidates, desc=f"eval {model.name}", disable=not progress):
+        row, frames = rows[d], _load(rows[d])
+        if row.get("warp"):
+            demo = replayed_demo(row, frames)
+            positives = {f"warp_{row['warp']}": frames}
+        else:
+            demo, positives = frames, time_warps(frames)
+        if demo is None or len(demo) < min_demo_frames:
             continue
-        scene = (row.get("env"), row.get("seed"))
-        positives = {f"warp_{rows[i]['warp']}x": _load(rows[i]) for i in warped_rows.get(scene, [])} or time_warps(demo)
         negatives = {"stopped_early": demo[: len(demo) // 2]}
-        same_scene = [i for i in failures_by_task[row["task"]] if (rows[i].get("env"), rows[i].get("seed")) == scene]
-        elsewhere = [i for i in failures_by_task[row["task"]] if i not in same_scene][:failures_per_demo]
-        negatives |= {f"{_failure_kind(rows[i])}{'' if i in same_scene else ' (other scene)'}#{i}": _load(rows[i])
-                      for i in same_scene + elsewhere}
+        negatives |= {f"{_kind(rows[i])}#{i}": _load(rows[i])
+                      for i in failures_by_group[_group(row)][:failures_per_demo]}
         items = [(True, k, v) for k, v in positives.items()] + [(False, k, v) for k, v in negatives.items()]
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            results = model.score_batch([frames for _, _, frames in chunk], [demo] * len(chunk))
+            results = model.score_batch([video for _, _, video in chunk], [demo] * len(chunk))
             scored += [(d, positive, kind.split("#")[0], score) for (positive, kind, _), score in zip(chunk, results)]
+    if not any(row.get("warp") for row in rows):
+        notes.append("time warps: the manifest has none; only the 0.5x and 2x copies made here")
 
     report = _warp_ranking(scored)
-    records = [{"group": rows[d].get("level") or rows[d]["task"], "task": rows[d]["task"], "kind": kind,
-                "success": positive, "return": s.episode_return, "final_value": float(s.values[-1])}
-               for d, positive, kind, s in scored]
+    records = [{"group": _group(rows[d]), "task": rows[d]["task"], "kind": kind, "success": positive,
+                "return": s.episode_return, "final_value": float(s.values[-1])} for d, positive, kind, s in scored]
     return {**report, "notes": notes, "records": records,
             "curves": _curves(records, [s for *_, s in scored], curves_per_group)}
 
@@ -325,7 +344,7 @@ def _score_jobs(model, rows, jobs, batch_size, progress) -> dict[tuple[int, str]
 
 
 def _record(row: dict, score: Score, kind: str) -> dict:
-    return {"path": row.get("path", ""), "group": row.get("level") or row["task"], "task": row["task"],
+    return {"path": row.get("path", ""), "group": _group(row), "task": row["task"],
             "kind": kind, "success": bool(row["success"]), "return": score.episode_return,
             "final_value": float(score.values[-1])}
 

@@ -26,13 +26,17 @@ def cmd_eval(ns):
     from pathlib import Path
 
     import rewards
+    from envs.generate import env_tasks
     from rewards.evaluate import Args, evaluate, summary
     from vlreward.plot import plot_evaluation
 
+    def paraphrases(row: dict):  # the env's other sentences for the row's task (Meta-World has them, BabyAI not)
+        return (env_tasks(row.get("env")) or {}).get(row.get("env_task"), ())
+
     args = from_namespace(Args, ns)
     model = rewards.load_model(args.model, device=args.device)
-    report = evaluate(model, args.data, args.split, max_videos=args.max_videos, batch_size=args.batch_size,
-                      curves_per_group=args.curves_per_group)
+    report = evaluate(model, args.data, args.split, max_videos=args.max_videos, paraphrases=paraphrases,
+                      batch_size=args.batch_size, curves_per_group=args.curves_per_group)
     out = Path(args.out or f"runs/eval/{model.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -9,7 +9,7 @@ import rewards
 from envs.generate import Args as DataArgs
 from envs.generate import generate
 from rewards.base import GoalEmbedding, Score, goal_digest
-from rewards.evaluate import evaluate, select_rows, summary, time_warps
+from rewards.evaluate import evaluate, replayed_demo, select_rows, summary, time_warps
 from vlreward.plot import plot_evaluation
 
 
@@ -42,7 +42,7 @@ def test_known_answers_through_a_toy_model():
         {"frames": video([45, 45, 45, 45, 45]), "task": "go to the red ball", "success": False, "env": "toy",
          "policy": "random"},
         {"frames": video([40, 30, 20]), "task": "go to the blue key", "success": False, "env": "toy",
-         "kind": "hard_negative", "other_task": "go to the red ball", "seed": 7},
+         "kind": "other_task", "performed": "go to the red ball", "seed": 7},
         {"frames": video([0, 0]), "task": "unused", "success": True, "split": "train"},
     ]
     report = evaluate(Brightness(), rows, split="test", progress=False)
@@ -55,7 +55,7 @@ def test_known_answers_through_a_toy_model():
     assert report["paraphrase"] == {"pairs": 1, "relative_change": 0.0, "median_abs_change": 0.0}
     assert report["wrong_task"]["ranked_correctly"] == 0.0
     assert report["hard_negatives"]["same_video"] == {"pairs": 1, "ranked_correctly": 0.0}
-    assert report["auroc_by_failure_kind"].keys() == {"random", "hard_negative"}
+    assert report["auroc_by_failure_kind"].keys() == {"random", "other_task"}
     assert "paraphrase" in summary(report)
 
 
@@ -65,6 +65,14 @@ def test_time_warps_keep_the_demo_order():
     assert warps["slow_0.5x"][:, 0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert warps["fast_2x"][:, 0, 0, 0].tolist() == [0, 2, 4]
     assert time_warps(video([0, 1, 2, 3]))["fast_2x"][:, 0, 0, 0].tolist() == [0, 2, 3]
+
+
+def test_a_warped_replay_gives_back_its_recording_unless_frames_were_dropped():
+    paused = video([0, 1, 1, 1, 2, 3])
+    demo = replayed_demo({"source_frames": [0, 1, 1, 1, 2, 3]}, paused)
+    assert demo[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert replayed_demo({"source_frames": [0, 2, 3]}, video([0, 2, 3])) is None  # 2x: frame 1 was dropped
+    assert replayed_demo({}, paused) is None
 
 
 @pytest.fixture(scope="module")
