@@ -46,6 +46,8 @@ def resolve_checkpoint(name_or_path: str, model_root: str | Path | None = None) 
             raise InvalidCheckpointError(f"model path {name_or_path!r} is outside the model root")
     if not (path / CONFIG_FILE).is_file():
         raise UnknownModelError(f"unknown model {name_or_path!r}; shipped models: {', '.join(list_models())}")
+    if model_root is not None and any(not file.resolve().is_relative_to(root) for file in path.rglob("*")):
+        raise InvalidCheckpointError(f"model path {name_or_path!r} links to files outside the model root")
     return path
 
 

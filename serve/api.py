@@ -8,7 +8,7 @@ import secrets
 import time
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +21,8 @@ from serve.schemas import (BatchScoreResponse, EmbedResponse, ErrorResponse, Eva
                            StepResponse)
 from serve.wire import load_npy, load_npz, pack_states, unpack_states
 
+# what stays open when a token is set: liveness, the web page (it asks for the token) and the API docs
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 404, 413, 415, 422, 503)}
 
 
@@ -71,9 +73,37 @@ class BodyLimit:
         await self.app(scope, counting_receive, send_unless_refused)
 
     async def refuse(self, send, what: str) -> None:
-        response = error_response(413, PayloadTooLargeError.code, f"{what} exceeds the limit of {self.max_bytes}")
-        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await send_error(send, 413, PayloadTooLargeError.code, f"{what} exceeds the limit of {self.max_bytes}")
+
+
+class TokenGuard:
+    """ASGI middleware: with a token set, every path but PUBLIC_PATHS needs `Authorization: Bearer <token>`.
+
+    It runs before routing and body parsing, so an unauthenticated client cannot make the service read its body.
+    """
+
+    def __init__(self, app, token: str):
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and route_path(scope) not in PUBLIC_PATHS:
+            supplied = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(supplied, self.expected):
+                return await send_error(send, 401, UnauthorizedError.code, "missing or wrong bearer token")
+        await self.app(scope, receive, send)
+
+
+def route_path(scope) -> str:
+    """The path inside the app: without the prefix it is mounted under (Serve's route_prefix)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
+
+
+async def send_error(send, status: int, code: str, message: str) -> None:
+    """Answer with vlreward's JSON error body straight from ASGI middleware."""
+    response = error_response(status, code, message)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetrics | None = None) -> FastAPI:
@@ -83,7 +113,9 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
     install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    if metrics is not None:  # outside the body limit, so its 413s are counted too
+    if settings.api_token is not None:  # outside the body limit: strangers learn nothing, not even the limit
+        app.add_middleware(TokenGuard, token=settings.api_token)
+    if metrics is not None:  # outermost, so the 401s and 413s are counted too
         @app.middleware("http")
         async def count_requests(request: Request, call_next):
             start = time.perf_counter()
@@ -91,13 +123,6 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
             route = request.scope.get("route")  # the matched template, so ids in paths cannot explode the tags
             metrics.request(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
             return response
-
-    def require_token(request: Request) -> None:
-        if settings.api_token is None:
-            return
-        supplied = request.headers.get("authorization", "")
-        if not secrets.compare_digest(supplied.encode(), f"Bearer {settings.api_token}".encode()):
-            raise UnauthorizedError("missing or wrong bearer token")
 
     def model_handle(name: str | None):
         name = name or settings.default_model
@@ -155,18 +180,18 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: every model answers", dependencies=[Depends(require_token)])
+    @app.get("/readyz", summary="Readiness: every model answers")
     async def readyz():
         await asyncio.gather(*(handle.info.remote() for handle in model_handles.values()))
         return {"status": "ready", "models": sorted(model_handles)}
 
-    @app.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(require_token)])
+    @app.get("/v1/models", response_model=ModelsResponse)
     async def list_models():
         infos = await asyncio.gather(*(handle.info.remote() for handle in model_handles.values()))
         return ModelsResponse(models=infos)
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_by_alias=True,
-              dependencies=[Depends(require_token)], summary="Score one trajectory against a task")
+              summary="Score one trajectory against a task")
     async def score(
         video: UploadFile | None = File(None, description="mp4/webm/avi/gif video"),
         frames: UploadFile | None = File(None, description=".npy uint8 [T,H,W,3]"),
@@ -184,7 +209,7 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
         return await handle.score.remote(trajectory, await read_goal(task, goal_image, demo))
 
     @app.post("/v1/score/batch", response_model=BatchScoreResponse, response_model_by_alias=True,
-              dependencies=[Depends(require_token)], summary="Score many trajectories in one request (the RL path)")
+              summary="Score many trajectories in one request (the RL path)")
     async def score_batch(
         trajectories: UploadFile = File(..., description=".npz of uint8 [T,H,W,3] arrays named 0..N-1"),
         tasks: str = Form(..., description="JSON list of N task strings (or of one, shared by all)"),
@@ -198,7 +223,7 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
         results = await asyncio.gather(*(handle.score.remote(a, g) for a, g in zip(arrays, goals)))
         return BatchScoreResponse(model=name, results=results)
 
-    @app.post("/v1/score/step", response_model=StepResponse, dependencies=[Depends(require_token)],
+    @app.post("/v1/score/step", response_model=StepResponse,
               summary="Streaming: the reward for one new frame per stream; the client carries the state")
     async def score_step(
         frames: UploadFile = File(..., description=".npy uint8 [B,H,W,3]: the newest frame of each of B streams"),
@@ -220,7 +245,7 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
         rewards, states = await handle.score_steps.remote(new_frames, goals, unpack_states(state, len(new_frames)))
         return StepResponse(model=name, rewards=rewards, state=pack_states(states))
 
-    @app.post("/v1/eval", dependencies=[Depends(require_token)],
+    @app.post("/v1/eval",
               summary="Reward quality of labelled trajectories: AUROC, VOC, paraphrase and hard-negative checks")
     async def evaluate(
         trajectories: UploadFile = File(..., description=".npz of uint8 [T,H,W,3] arrays named 0..N-1"),
@@ -245,7 +270,7 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
                 raise InvalidTaskError(f"progress has {len(label['progress'])} values for {len(frames)} frames")
         return await handle.evaluate.remote([{**label, "frames": frames} for label, frames in zip(parsed, arrays)])
 
-    @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(require_token)],
+    @app.post("/v1/embed", response_model=EmbedResponse,
               summary="Embed a task with a model (the goal embedding the service caches)")
     async def embed(task: str = Form(...), model: str | None = Form(None)):
         _, handle = model_handle(model)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import Sequence
+import math
+import zipfile
+import zlib
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -26,31 +29,54 @@ def npz_bytes(arrays: Sequence[np.ndarray] | dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def check_npy_header(stream: BinaryIO, available: int, name: str = "frames") -> None:
+    """Refuse a .npy whose header claims more bytes than it holds, before numpy allocates the claimed shape."""
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy format version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > available - stream.tell():
+        raise ValueError(f"{name} claims shape {list(shape)} of {dtype} ({claimed} bytes) but holds "
+                         f"{max(0, available - stream.tell())}")
+
+
 def load_npy(data: bytes) -> np.ndarray:
-    """A .npy upload -> array, refusing pickled objects."""
+    """A .npy upload -> array, refusing pickled objects and headers that lie about the size."""
     try:
+        check_npy_header(io.BytesIO(data), len(data))
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise InvalidVideoError(f"frames is not a readable .npy file: {error}") from None
 
 
+def read_npz(data: bytes, what: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz upload by name; ValueError naming `what` for anything that is not a sound archive."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            arrays = {}
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    raise ValueError(f"member {member.filename!r} is not a .npy")
+                with archive.open(member) as stream:
+                    check_npy_header(stream, member.file_size, member.filename)
+                with archive.open(member) as stream:
+                    arrays[member.filename[: -len(".npy")]] = np.lib.format.read_array(stream, allow_pickle=False)
+            return arrays
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{what} is not a readable .npz archive: {error}") from None
+
+
 def load_npz(data: bytes) -> list[np.ndarray]:
     """A .npz upload of trajectories named 0, 1, 2, ... -> list of arrays in that order."""
     try:
-        with open_npz(data) as archive:
-            if sorted(archive.files, key=int) != [str(i) for i in range(len(archive.files))]:
-                raise KeyError("names are not 0..N-1")
-            return [archive[str(i)] for i in range(len(archive.files))]
-    except (ValueError, OSError, EOFError, KeyError, TypeError) as error:
-        raise InvalidVideoError(f"trajectories is not a .npz of arrays named 0..N-1: {error}") from None
-
-
-def open_npz(data: bytes) -> np.lib.npyio.NpzFile:
-    """An .npz archive from bytes; ValueError when the bytes are anything else (e.g. a plain .npy)."""
-    archive = np.load(io.BytesIO(data), allow_pickle=False)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError("not an .npz archive")
-    return archive
+        arrays = read_npz(data, "trajectories")
+    except ValueError as error:
+        raise InvalidVideoError(str(error)) from None
+    if sorted(arrays) != sorted(str(i) for i in range(len(arrays))):
+        raise InvalidVideoError(f"trajectories must be arrays named 0..N-1, got {sorted(arrays)[:5]}")
+    return [arrays[str(i)] for i in range(len(arrays))]
 
 
 def pack_states(states: Sequence[StepState | None]) -> str:
@@ -68,12 +94,12 @@ def unpack_states(text: str | None, count: int) -> list[StepState | None]:
     if not text:
         return states
     try:
-        with open_npz(base64.b64decode(text, validate=True)) as archive:
-            for name in archive.files:
-                stream, key = name.split(".", 1)
-                if not 0 <= int(stream) < count:
-                    raise ValueError(f"state names stream {stream}, but there are {count}")
-                states[int(stream)] = {**(states[int(stream)] or {}), key: archive[name]}
-    except (ValueError, OSError, EOFError, binascii.Error) as error:
+        arrays = read_npz(base64.b64decode(text, validate=True), "state")
+    except (ValueError, binascii.Error) as error:
         raise InvalidStateError(f"state is not one this service returned: {error}") from None
+    for name, array in arrays.items():
+        stream, _, key = name.partition(".")
+        if not (stream.isdigit() and int(stream) < count and key):
+            raise InvalidStateError(f"state names stream {stream!r}, but there are {count}")
+        states[int(stream)] = {**(states[int(stream)] or {}), key: array}
     return states

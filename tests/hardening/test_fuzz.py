@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from bench.common import ray_processes
 from bench.fuzz import (CRAFTED_NPY, SOURCE_POSITION, deflated_npz, fuzz_requests, good_request_succeeds, media_corpus,
-                        problems, result_keys, schema_cases)
+                        problems, result_keys, schema_cases, serving_pids)
 from serve.client import npy_bytes, npz_bytes
 
 CI_SAMPLE = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                      suppress_health_check=list(HealthCheck))
-#: decord reads these from bytes; the rest of the corpus must be refused with a 422
+#: decord reads these from bytes (GIFs go through Pillow); the rest of the corpus must be refused with a 422
 DECODABLE = {"h264.mp4", "h264-10bit-444.mp4", "hevc.mp4", "vp9.webm", "mpeg4.avi", "mjpeg.avi", "ffv1.mkv",
-             "prores.mov", "odd-63x65.mkv", "one-frame.mp4"}
-#: found by this suite, reported with a repro in issue #9's report; strict, so a fix turns them into failures to remove
-MEMORY_ERROR_500 = pytest.mark.xfail(strict=True, reason="np.load allocates the claimed shape: MemoryError -> 500")
-
+             "prores.mov", "odd-63x65.mkv", "one-frame.mp4", "animated.gif"}
 
 @pytest.fixture(scope="module")
 def http(service_url):
@@ -37,15 +33,15 @@ def required(http):
 
 @pytest.fixture(scope="module", autouse=True)
 def replicas_survive(service_url, http):
-    """After everything in this module, the same replica processes serve, and serve a good request."""
-    before = {p.pid for p in ray_processes()["replica"]}
+    """After everything in this module, the same replica and ingress processes serve, and serve a good request."""
+    before = serving_pids()
     yield
     assert good_request_succeeds(http)
-    assert before and before == {p.pid for p in ray_processes()["replica"]}
+    assert before and before == serving_pids()
 
 
 @CI_SAMPLE
-@given(request=fuzz_requests(known_bugs=False))
+@given(request=fuzz_requests())
 def test_generated_requests_get_results_or_json_errors(http, required, request):
     found = problems(request.send(http), required[request.path])
     assert not found, found
@@ -68,22 +64,14 @@ def test_every_container_and_codec_scores_or_is_refused(http, name):
     assert response.status_code == (200 if name in DECODABLE else 422), response.text
 
 
-@pytest.mark.xfail(strict=True, reason="README lists gif, but decord cannot measure a gif's duration from bytes")
-def test_gif_uploads_score(http):
-    response = http.post("/v1/score", files={"video": ("a.gif", media_corpus()["animated.gif"])}, data={"task": "go"})
-    assert response.status_code == 200, response.text
-
-
-@pytest.mark.parametrize("name, data", [pytest.param(n, d, marks=MEMORY_ERROR_500 if n == "shape over memory" else ())
-                                        for n, d in CRAFTED_NPY])
+@pytest.mark.parametrize("name, data", CRAFTED_NPY)
 def test_lying_npy_headers_are_refused(http, name, data):
     response = http.post("/v1/score", files={"frames": ("f.npy", data)}, data={"task": "go to the red ball"})
     assert not problems(response)
     assert 400 <= response.status_code < 500
 
 
-@pytest.mark.parametrize("name, data", [pytest.param(n, d, marks=MEMORY_ERROR_500 if n == "shape over memory" else ())
-                                        for n, d in CRAFTED_NPY])
+@pytest.mark.parametrize("name, data", CRAFTED_NPY)
 def test_lying_npz_members_are_refused(http, name, data):
     response = http.post("/v1/score/batch", files={"trajectories": ("t.npz", deflated_npz({"0.npy": data}))},
                          data={"tasks": '["go to the red ball"]'})
@@ -104,7 +92,6 @@ def broken_archives() -> dict[str, bytes]:
     return {"truncated": stored[: len(stored) // 2], "corrupt deflate": bytes(deflated), "method 99": bytes(method_99)}
 
 
-@pytest.mark.xfail(strict=True, reason="load_npz lets zipfile.BadZipFile, zlib.error, NotImplementedError out: 500")
 @pytest.mark.parametrize("name", sorted(broken_archives()))
 def test_broken_npz_archives_are_refused(http, name):
     response = http.post("/v1/score/batch", files={"trajectories": ("t.npz", broken_archives()[name])},
@@ -112,7 +99,6 @@ def test_broken_npz_archives_are_refused(http, name):
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(strict=True, reason="unpack_states lets zipfile.BadZipFile out: 500")
 def test_a_broken_step_state_is_refused(http):
     import base64
 
@@ -122,7 +108,6 @@ def test_a_broken_step_state_is_refused(http):
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(strict=True, reason="decoder messages carry decord's build paths, e.g. /github/workspace/...cc:270")
 def test_decoder_errors_name_no_source_positions(http):
     response = http.post("/v1/score", files={"video": ("a.png", media_corpus()["still.png"])}, data={"task": "go"})
     assert response.status_code == 422 and not SOURCE_POSITION.search(response.text), response.text
