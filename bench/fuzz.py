@@ -103,6 +103,15 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(png)
 
 
+def mp4_claiming_frames(count: int) -> bytes:
+    """The corpus's H.264 mp4 whose time-to-sample table (stts) claims `count` frames; decord's C++ runs out of
+    memory on 2**31 and aborts the whole process (std::bad_alloc), found by this fuzzer."""
+    video = bytearray(media_corpus()["h264.mp4"])
+    first_entry = video.index(b"stts") + 12  # after the box type, version/flags and entry count
+    video[first_entry:first_entry + 4] = struct.pack(">I", count)
+    return bytes(video)
+
+
 def deflated_npz(entries: dict[str, bytes]) -> bytes:
     """An .npz (zip) whose members are compressed: a few KB can claim gigabytes."""
     buffer = io.BytesIO()
@@ -132,10 +141,11 @@ def mutated(draw, data: bytes) -> bytes:
 
 
 def video_files() -> st.SearchStrategy[bytes]:
-    """Every corpus file, mutated, plus random bytes and an .npy's magic in front of junk."""
+    """Every corpus file, mutated, plus lying frame counts, random bytes and an .npy's magic in front of junk."""
     corpus = media_corpus()
     return st.one_of(
         st.sampled_from(sorted(corpus)).flatmap(lambda name: mutated(corpus[name])),
+        st.sampled_from([0, 9, 10**6, 0x74000008, 2**32 - 1]).map(mp4_claiming_frames),
         st.binary(max_size=2048),
         st.binary(max_size=512).map(lambda junk: b"\x93NUMPY" + junk),
     )
@@ -186,8 +196,8 @@ def npy_files() -> st.SearchStrategy[bytes]:
     return st.one_of(frames().map(npy_bytes), arrays().map(npy_bytes), arrays().map(npy_bytes).flatmap(mutated))
 
 
-def npz_files(known_bugs: bool) -> st.SearchStrategy[bytes]:
-    """.npz batches: arrays under good and bad names and, with `known_bugs`, broken and deflated lying archives."""
+def npz_files() -> st.SearchStrategy[bytes]:
+    """.npz batches: arrays under good and bad names, broken archives and deflated lying members."""
     names = st.one_of(st.just(None), st.lists(st.sampled_from(["0", "1", "2", "-1", "x", "0.5", "01"]), max_size=3))
 
     def archive(pair):
@@ -196,8 +206,6 @@ def npz_files(known_bugs: bool) -> st.SearchStrategy[bytes]:
         return npz_bytes(dict(zip(keys, items)))
 
     plain = st.tuples(st.lists(st.one_of(frames(), arrays()), max_size=3), names).map(archive)
-    if not known_bugs:
-        return plain
     liars = [deflated_npz({"0.npy": data}) for _, data in CRAFTED_NPY]
     return st.one_of(plain, plain.flatmap(mutated), st.sampled_from(liars))
 
@@ -230,6 +238,14 @@ class FuzzRequest:
     def send(self, http: httpx.Client) -> httpx.Response:
         return http.post(self.path, files=self.files or None, data=self.data)
 
+    def save(self, folder: Path) -> Path:
+        """The request as files (each upload under its field name, the form as form.json): a repro to replay."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, (_, content) in self.files.items():
+            (folder / name).write_bytes(content)
+        (folder / "form.json").write_text(json.dumps({"path": self.path, **self.data}))
+        return folder
+
 
 @st.composite
 def optional_fields(draw, options: dict) -> dict:
@@ -242,10 +258,10 @@ def optional_fields(draw, options: dict) -> dict:
 
 
 @st.composite
-def score_requests(draw, known_bugs: bool) -> FuzzRequest:
+def score_requests(draw) -> FuzzRequest:
     """/v1/score with a video or .npy trajectory and a goal, each possibly broken."""
     media = draw(st.sampled_from(["video", "frames"]))
-    npy = st.one_of(npy_files(), st.sampled_from([d for _, d in CRAFTED_NPY])) if known_bugs else npy_files()
+    npy = st.one_of(npy_files(), st.sampled_from([data for _, data in CRAFTED_NPY]))
     content = draw(video_files() if media == "video" else npy)
     files = {media: (f"upload.{'mp4' if media == 'video' else 'npy'}", content)}
     goal = draw(st.sampled_from(["task", "task", "goal_image", "demo", "none", "two"]))
@@ -259,26 +275,26 @@ def score_requests(draw, known_bugs: bool) -> FuzzRequest:
 
 
 @st.composite
-def batch_requests(draw, known_bugs: bool) -> FuzzRequest:
+def batch_requests(draw) -> FuzzRequest:
     tasks = draw(st.one_of(st.lists(TEXT, max_size=4).map(json.dumps), st.text(max_size=20),
                            st.sampled_from(['["go"]', "[1, 2]", '{"0": "go"}', "null", "[null]"])))
     data = {"tasks": tasks} | draw(optional_fields({"model": MODEL_FIELD}))
-    return FuzzRequest("score batch", "/v1/score/batch", {"trajectories": ("t.npz", draw(npz_files(known_bugs)))}, data)
+    return FuzzRequest("score batch", "/v1/score/batch", {"trajectories": ("t.npz", draw(npz_files()))}, data)
 
 
 @st.composite
-def step_requests(draw, known_bugs: bool) -> FuzzRequest:
+def step_requests(draw) -> FuzzRequest:
     """/v1/score/step with client-held state: the state is input too, so it is fuzzed like media."""
     import base64
 
     state = draw(st.one_of(st.just(""), st.text(max_size=40),
-                           npz_files(known_bugs).map(lambda data: base64.b64encode(data).decode())))
+                           npz_files().map(lambda data: base64.b64encode(data).decode())))
     data = {"task": draw(TEXT), "state": state} | draw(optional_fields({"model": MODEL_FIELD}))
     return FuzzRequest("score step", "/v1/score/step", {"frames": ("f.npy", draw(npy_files()))}, data)
 
 
 @st.composite
-def eval_requests(draw, known_bugs: bool) -> FuzzRequest:
+def eval_requests(draw) -> FuzzRequest:
     """/v1/eval: labelled trajectories, labels as JSON objects (valid or not) or junk text."""
     label = st.fixed_dictionaries({"task": TEXT, "success": st.booleans()}, optional={
         "progress": st.lists(st.floats(allow_nan=False), max_size=12), "paraphrases": st.lists(TEXT, max_size=2),
@@ -286,7 +302,7 @@ def eval_requests(draw, known_bugs: bool) -> FuzzRequest:
     labels = draw(st.one_of(st.lists(label, max_size=3).map(json.dumps), st.text(max_size=30),
                             st.sampled_from(["[1]", "{}", "null", '[{"task": 1}]'])))
     data = {"labels": labels} | draw(optional_fields({"model": MODEL_FIELD}))
-    return FuzzRequest("eval", "/v1/eval", {"trajectories": ("t.npz", draw(npz_files(known_bugs)))}, data)
+    return FuzzRequest("eval", "/v1/eval", {"trajectories": ("t.npz", draw(npz_files()))}, data)
 
 
 @st.composite
@@ -294,12 +310,10 @@ def embed_requests(draw) -> FuzzRequest:
     return FuzzRequest("embed", "/v1/embed", {}, {"task": draw(TEXT)} | draw(optional_fields({"model": MODEL_FIELD})))
 
 
-def fuzz_requests(known_bugs: bool = True) -> st.SearchStrategy[FuzzRequest]:
-    """Every route that takes input. `known_bugs=False` leaves out the input families with open 5xx bugs (lying
-    .npy headers, broken .npz archives: pinned by strict xfail tests in tests/hardening/test_fuzz.py), so a CI
-    sample stays green until they are fixed; the bench always sends them."""
-    return st.one_of(score_requests(known_bugs), score_requests(known_bugs), batch_requests(known_bugs),
-                     step_requests(known_bugs), eval_requests(known_bugs), embed_requests())
+def fuzz_requests() -> st.SearchStrategy[FuzzRequest]:
+    """Every route that takes input, /v1/score twice as often as the others."""
+    return st.one_of(score_requests(), score_requests(), batch_requests(), step_requests(), eval_requests(),
+                     embed_requests())
 
 
 # ---- what a well-formed answer is ------------------------------------------------------------------------------
@@ -389,10 +403,16 @@ def good_request_succeeds(http: httpx.Client) -> bool:
     return response.status_code == 200 and len(response.json()["values"]) == 8
 
 
+def serving_pids() -> set[int]:
+    """Pids of this process's model replicas and ingress: Serve restarts a dead one under a new pid."""
+    return {process.pid for role in ("replica", "ingress") for process in ray_processes()[role]}
+
+
 def fuzz(args: Args, url: str) -> dict:
     counts: collections.Counter = collections.Counter()
     failures, leaky = [], collections.Counter()
-    replicas_before = {p.pid for p in ray_processes()["replica"]} if not args.url else set()
+    processes_before = serving_pids() if not args.url else set()
+    repro_dir = Path(args.out).with_suffix("") / "failures"
     with httpx.Client(base_url=url, timeout=120) as http:
         required = result_keys(http.get("/openapi.json").json())
 
@@ -400,7 +420,10 @@ def fuzz(args: Args, url: str) -> dict:
             response = request.send(http)
             counts[(request.kind, response.status_code)] += 1
             leaky[request.kind] += leaks_source_position(response)
-            failures.extend(f"{request!r}: {p}" for p in problems(response, required.get(request.path, set())))
+            found = problems(response, required.get(request.path, set()))
+            if found:
+                saved = request.save(repro_dir / f"{len(failures):03d}")
+                failures.extend(f"{request!r} (saved in {saved}): {p}" for p in found)
 
         def schema_case(case):
             response = case.call(base_url=url, timeout=120)
@@ -412,15 +435,15 @@ def fuzz(args: Args, url: str) -> dict:
         if args.schema_requests:
             run_hypothesis(schema_cases(url), args.schema_requests, args.seed, schema_case)
         still_good = good_request_succeeds(http)
-    replicas_after = {p.pid for p in ray_processes()["replica"]} if not args.url else set()
-    deaths = len(replicas_before - replicas_after) if not args.url else None  # unknown for a service we did not start
+    # a model replica or ingress process that died was restarted by Serve under a new pid; unknown for --url
+    deaths = len(processes_before - serving_pids()) if not args.url else None
     kinds = sorted({kind for kind, _ in counts})
     statuses = sorted({status for _, status in counts})
     rows = [{"requests": kind, **{str(s): counts[(kind, s)] for s in statuses},
              "decoder source paths in message": leaky[kind]} for kind in kinds]
     return {"rows": rows, "statuses": statuses, "failures": failures, "good_request_after": still_good,
             "requests_sent": sum(counts.values()), "server_errors": sum(n for (_, s), n in counts.items() if s >= 500),
-            "replica_deaths": deaths}
+            "process_deaths": deaths}
 
 
 def main(args: Args) -> dict:
@@ -437,7 +460,7 @@ def main(args: Args) -> dict:
     print(markdown_table(rows, ["requests"] + [str(s) for s in result.pop("statuses")]
                          + ["decoder source paths in message"]))
     print(f"\n{result['requests_sent']} requests, {result['server_errors']} 5xx, {len(result['failures'])} malformed "
-          f"or failing answers, {result['replica_deaths']} replica deaths, a good request afterwards "
+          f"or failing answers, {result['process_deaths']} replica or ingress deaths, a good request afterwards "
           f"{'succeeds' if result['good_request_after'] else 'FAILS'}")
     for failure in result["failures"][:20]:
         print("  ", failure[:400])
