@@ -10,8 +10,10 @@ are placed as on the GPU worker group; torch sees no GPU and scores on CPU. Scen
 - replica_failure: under steady load, `ray.kill` one model replica; Serve starts a new one.
 - node_failure: under steady load, remove the worker node holding most model replicas.
 Every answer is compared to the in-process score of the same trajectory; a failed call counts as lost.
+- rl: `vlreward rl --url handle` joins the cluster as its own driver and scores through the deployment handle
+  (no HTTP); after its first PPO iteration the longest-running model replica is killed; training must finish.
 
-    nice -n 10 python -m bench.cluster                       # ~4 min on 2 busy cores
+    nice -n 10 python -m bench.cluster                       # ~10 min on 2 busy cores
     python -m bench.cluster --scenarios autoscale --clients 12
 """
 
@@ -33,7 +35,7 @@ from bench.common import run_identity, wait_ready, write_result
 from vlreward.args import arg, parse_args
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "serve_config.yaml"
-SCENARIOS = ("autoscale", "replica_failure", "node_failure")
+SCENARIOS = ("autoscale", "replica_failure", "node_failure", "rl")
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Args:
     steady_s: float = arg(15.0, "seconds of load kept on after a failure")
     client_retries: int = arg(5, "RemoteRewardModel retries (jittered backoff from 0.5 s, doubling)")
     sample_every_s: float = arg(1.0, "timeline sampling period")
+    rl_steps: int = arg(2000, "env steps of the rl scenario's PPO run (500 per iteration)")
     out: str = arg("runs/bench/cluster.json", "JSON result file")
 
 
@@ -277,6 +280,41 @@ def node_failure(args: Args, timeline: Timeline, load: Load, cluster, workers: d
             "answered_after_removal": answered_after, **load.totals()}
 
 
+def rl_training(args: Args, timeline: Timeline, address: str, model: str, out: Path) -> dict:
+    """`vlreward rl` as its own driver on the cluster; kill the longest-running replica after its first iteration."""
+    import queue
+    import subprocess
+    import sys
+
+    import ray
+
+    command = [str(Path(sys.executable).with_name("vlreward")), "rl", "--url", "handle", "--model", model,
+               "--steps", str(args.rl_steps), "--train-batch-size", "500", "--out", str(out)]
+    process = subprocess.Popen(command, env={**os.environ, "RAY_ADDRESS": address}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    timeline.log("vlreward rl starts")
+    iterations, killed_after, tail = 0, None, []
+    while process.poll() is None or not lines.empty():
+        while not lines.empty():
+            line = lines.get().rstrip()
+            tail = (tail + [line])[-20:]
+            if line.startswith("[") and " it " in line:
+                iterations += 1
+                timeline.log(f"rl {line}")
+        if iterations and killed_after is None:
+            victim = min(timeline.replicas(), key=lambda r: r["start_time_s"])
+            ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
+            killed_after = iterations
+            timeline.log(f"ray.kill replica {victim['replica_id']} on {timeline.node_names[victim['node_id']]}")
+        timeline.log()
+        time.sleep(args.sample_every_s)
+    timeline.log(f"vlreward rl exits with {process.returncode}")
+    return {"returncode": process.returncode, "iterations": iterations, "killed_after_iteration": killed_after,
+            "output_tail": tail if process.returncode else []}
+
+
 def main(args: Args) -> dict:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -323,15 +361,19 @@ def main(args: Args) -> dict:
         for scenario in args.scenarios:
             print(f"\n== {scenario}", flush=True)
             timeline.load = None
-            load = Load(url, cases, args.clients, args.client_retries)
-            if scenario == "autoscale":
-                results[scenario] = autoscale(args, timeline, load, spec.autoscaling_config["min_replicas"])
-            elif scenario == "replica_failure":
-                results[scenario] = replica_failure(args, timeline, load)
+            if scenario == "rl":
+                result = rl_training(args, timeline, cluster.address, spec.model, Path(args.out).with_name("cluster-rl"))
             else:
-                results[scenario] = node_failure(args, timeline, load, cluster, workers)
-            results[scenario].update(load.latency_ms(), lost_examples=load.lost[:5])
-            print(f"-> {results[scenario]}", flush=True)
+                load = Load(url, cases, args.clients, args.client_retries)
+                if scenario == "autoscale":
+                    result = autoscale(args, timeline, load, spec.autoscaling_config["min_replicas"])
+                elif scenario == "replica_failure":
+                    result = replica_failure(args, timeline, load)
+                else:
+                    result = node_failure(args, timeline, load, cluster, workers)
+                result.update(load.latency_ms(), lost_examples=load.lost[:5])
+            results[scenario] = result
+            print(f"-> {result}", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
