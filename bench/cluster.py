@@ -9,9 +9,9 @@ are placed as on the GPU worker group; torch sees no GPU and scores on CPU. Scen
   several nodes, then back to min_replicas once the load stops.
 - replica_failure: under steady load, `ray.kill` one model replica; Serve starts a new one.
 - node_failure: under steady load, remove the worker node holding most model replicas.
-Every answer is compared to the in-process score of the same trajectory; a failed call counts as lost.
 - rl: `vlreward rl --url handle` joins the cluster as its own driver and scores through the deployment handle
   (no HTTP); after its first PPO iteration the longest-running model replica is killed; training must finish.
+Every HTTP answer is compared to the in-process score of the same trajectory; a failed call counts as lost.
 
     nice -n 10 python -m bench.cluster                       # ~10 min on 2 busy cores
     python -m bench.cluster --scenarios autoscale --clients 12
@@ -40,7 +40,7 @@ SCENARIOS = ("autoscale", "replica_failure", "node_failure", "rl")
 
 @dataclass
 class Args:
-    """Autoscaling, replica failure and node failure of the vlreward application on a local multi-node cluster."""
+    """Autoscaling, replica and node failures, and RL training of the vlreward app on a local multi-node cluster."""
 
     scenarios: list[str] = arg(list(SCENARIOS), "scenarios to run, in this order")
     workers: int = arg(2, "worker nodes beside the head (the head takes no replicas, as in the RayService)")
