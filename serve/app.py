@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -66,7 +67,10 @@ class ServeArgs(BaseModel):
 
 
 def build_app(args: dict | ServeArgs) -> Application:
+    """The application (the entry point `serve run`/KubeRay call): with no token in `args`, the one in the
+    VLREWARD_API_TOKEN environment variable (a Kubernetes Secret cannot go in serveConfigV2)."""
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
+    api_token = args.api_token or os.environ.get("VLREWARD_API_TOKEN") or None
     backpressure = BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s)
     handles = {}
     for spec in args.models:
@@ -82,7 +86,7 @@ def build_app(args: dict | ServeArgs) -> Application:
                          "batch_wait_timeout_s": spec.batch_wait_timeout_s},
             **scaling,
         ).bind(spec.model, args.model_root, args.goal_cache_size, spec.precision)
-    settings = {"default_model": args.models[0].key, "api_token": args.api_token,
+    settings = {"default_model": args.models[0].key, "api_token": api_token,
                 "max_body_bytes": args.max_body_bytes, "max_frames": args.max_frames,
                 "max_pixels_per_frame": args.max_pixels_per_frame}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure).bind(handles, settings)
@@ -93,8 +97,6 @@ def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
 
     Without an address this never attaches to another Ray that happens to run on the machine ("local").
     """
-    import os
-
     import ray
 
     # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
@@ -87,6 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
         """A bug, not bad input: still JSON, and the replica's log has the traceback."""
         if isinstance(error, BackPressureError):  # a model's queue is full: tell the client when to come back
             return await vlreward_error(request, OverloadedError(str(error)))
+        if isinstance(error, RayActorError):  # a replica died mid-request; Serve is replacing it
+            return await vlreward_error(request, ModelNotReadyError("the model replica went away; retry"))
         return error_response(500, "internal_error", f"{type(error).__name__} while serving {request.url.path}")
 
     @app.exception_handler(HTTPException)

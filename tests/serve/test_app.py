@@ -52,3 +52,10 @@ def test_shipped_models_score_under_bf16_autocast_like_fp32(name):
         streamed, _ = model.score_step(frames[0], goal)
     assert half.values.dtype == np.float32 and np.isfinite(streamed)
     np.testing.assert_allclose(half.values, full.values, atol=0.02)
+
+
+def test_the_token_can_come_from_the_environment(monkeypatch):
+    """KubeRay passes the API token as a Secret-backed env var; the Gateway must then require it."""
+    monkeypatch.setenv("VLREWARD_API_TOKEN", "from-secret")
+    gateway = build_app(ServeArgs())
+    assert gateway._bound_deployment.init_args[1]["api_token"] == "from-secret"
