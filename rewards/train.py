@@ -1,4 +1,10 @@
-"""Train a LIV (design §4.1) or VLC (§4.3) critic on a dataset from `vlreward data generate`; CleanRL-style."""
+"""Train a LIV (design §4.1) or VLC (§4.3) critic on a dataset from `vlreward data generate`; CleanRL-style.
+
+Each epoch (one pass worth of batches over the training videos) ends with a validation loss and the
+reward-quality metrics of rewards/evaluate.py on the val split, written to train_log.jsonl. The out folder
+also holds the optimizer state and the step (train_state.pt, tensors and numbers only), so `--resume`
+continues where a run stopped.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from rewards.checkpoint import save_checkpoint
+from rewards.evaluate import evaluate
 from rewards.liv.load import load_critic
 from rewards.liv.model import LIVConfig, LIVCritic, liv_loss
+from rewards.liv.reward import LIVReward
 from rewards.preprocess import preprocess_frames
 from rewards.text import shared_minilm
 from rewards.video import decode_video, read_manifest
 from rewards.vlc.load import load_vlc_critic
 from rewards.vlc.model import VideoLanguageCritic, VLCConfig, even_indices, vlc_loss
-from vlreward.args import arg
+from rewards.vlc.reward import VLCReward
+from vlreward.args import arg, parse_args
 
 
 @dataclass
@@ -41,15 +51,23 @@ class Args:
     image_size: int = arg(64, "side of the square frames the image encoder sees")
     layers: int = arg(2, "VLC: transformer layers")
     heads: int = arg(4, "VLC: attention heads")
-    log_every: int = arg(100, "steps between validation losses written to train_log.jsonl")
+    augment: bool = arg(True, "random shift (pad + crop) and brightness/contrast jitter of training videos")
+    shift: int = arg(4, "augmentation: largest shift in pixels (at image_size)")
+    jitter: float = arg(0.1, "augmentation: largest brightness offset and contrast change (fraction of the range)")
+    log_every: int = arg(100, "steps between training losses written to train_log.jsonl")
+    eval_every: int = arg(0, "steps between validations (val loss + metrics); 0: once per epoch")
+    val_videos: int = arg(200, "validation: at most this many val videos are scored for the metrics")
+    resume: bool = arg(False, "continue the run in --out (weights, optimizer, step and RNG states)")
     seed: int = arg(0, "seed of torch, numpy and random")
     device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "torch device")
 
+STATE_FILE = "train_state.pt"
 
-def load_videos(directory: str, split: str, failures: bool) -> list[dict]:
-    """Decode the videos of one split into memory: [{frames [T,H,W,3], task, success}]; failures only if asked."""
-    rows = [r for r in read_manifest(directory) if (failures or r["success"]) and r.get("split", "train") == split]
-    return [{"frames": decode_video(r["path"]), "task": r["task"], "success": bool(r["success"])}
+
+def load_videos(directory: str, split: str) -> list[dict]:
+    """Decode the videos of one split into memory: [{frames [T,H,W,3], task, success, env}]."""
+    rows = [r for r in read_manifest(directory) if r.get("split", "train") == split]
+    return [{"frames": decode_video(r["path"]), "task": r["task"], "success": bool(r["success"]), "env": r.get("env")}
             for r in tqdm(rows, desc=f"decode {split}", leave=False)]
 
 
@@ -81,74 +99,142 @@ def sample_vlc_batch(videos: list[dict], batch_size: int, rng: np.random.Generat
     return np.stack(stacks), picked
 
 
+def command_line() -> str:
+    """How this run was started (`vlreward train ...` or `python -m rewards.train ...`), for config.json."""
+    if sys.argv[1:2] == ["train"]:
+        return "vlreward train " + " ".join(sys.argv[2:])
+    if sys.argv[0].endswith("train.py"):
+        return "python -m rewards.train " + " ".join(sys.argv[1:])
+    return ""
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator, shift: int, jitter: float) -> torch.Tensor:
+    """pixels [B, L, 3, S, S] -> the same with one random shift and brightness/contrast change per video.
+
+    All L frames of a video move alike, so the differences between them (what the value learns) stay.
+    Hue is left alone: colours name the objects in the tasks ("the red ball"). Shifts pad by repeating edges.
+    """
+    batch, length, channels, side, _ = pixels.shape
+    padded = F.pad(pixels.flatten(0, 1), (shift,) * 4, mode="replicate").view(batch, length, channels,
+                                                                              side + 2 * shift, -1)
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, batch), generator=generator).tolist()
+    shifted = torch.stack([padded[b, ..., dy[b]:dy[b] + side, dx[b]:dx[b] + side] for b in range(batch)])
+    contrast, brightness = ((torch.rand(2, batch, 1, 1, 1, 1, generator=generator) * 2 - 1) * jitter).to(pixels.device)
+    mean = shifted.mean(dim=(1, 2, 3, 4), keepdim=True)
+    # brightness is a fraction of the [0, 1] range; normalised pixels span about 1/0.25 = 4 units
+    return (shifted - mean) * (1 + contrast) + mean + brightness * 4
+
+
 def main(args: Args) -> Path:
     # --- seeding ---
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = True
     rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)  # augmentation draws, on the CPU for every device
     print(json.dumps(asdict(args)))
 
-    # --- data: videos (VLC also learns from failures) and their frozen sentence features ---
-    failures = args.objective == "vlc"
-    train_videos = load_videos(args.data, "train", failures)
-    val_videos = load_videos(args.data, "val", failures)
-    if not any(v["success"] for v in train_videos):
+    # --- data: videos (VLC also learns from failures, LIV only from successes) and frozen sentence features ---
+    learns_from = (lambda v: True) if args.objective == "vlc" else (lambda v: v["success"])
+    train_all, val_all = load_videos(args.data, "train"), load_videos(args.data, "val")
+    if not any(v["success"] for v in train_all):
         raise ValueError(f"{args.data} has no successful training videos")
-    if not any(v["success"] for v in val_videos):  # a tiny dataset may have no successful validation video
-        val_videos = train_videos
+    if not any(v["success"] for v in val_all):  # a tiny dataset may have no successful validation video
+        val_all = train_all
+    train_videos = [v for v in train_all if learns_from(v)]
+    val_videos = [v for v in val_all if learns_from(v)]  # for the val loss; the metrics see all of val_all
     sentence_encoder = shared_minilm().to(args.device)
-    tasks = sorted({v["task"] for v in train_videos + val_videos})
+    tasks = sorted({v["task"] for v in train_all + val_all})
     sentence_features = dict(zip(tasks, sentence_encoder(tasks)))
 
-    # --- the objective picks the critic, the batch sampler, the loss and the checkpoint writer ---
+    # --- the objective picks the critic, the batch sampler, the loss and the reward used for validation ---
+    out = Path(args.out or f"runs/{args.objective}")
+    if args.resume and not (out / STATE_FILE).is_file():
+        raise ValueError(f"--resume: {out / STATE_FILE} does not exist")
+    init = str(out) if args.resume else args.init
     if args.objective == "liv":
-        critic = load_critic(args.init)[0] if args.init else LIVCritic(LIVConfig(
+        critic = load_critic(init)[0] if init else LIVCritic(LIVConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives))
-        sample = sample_liv_batch
+        sample, reward_cls = sample_liv_batch, LIVReward
 
         def loss_fn(pixels, features, success):  # LIV sees successful videos only: `success` is all True
             return liv_loss(critic, pixels, features)
     else:
-        critic = load_vlc_critic(args.init)[0] if args.init else VideoLanguageCritic(VLCConfig(
+        critic = load_vlc_critic(init)[0] if init else VideoLanguageCritic(VLCConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, layers=args.layers, heads=args.heads))
-        sample = partial(sample_vlc_batch, num_frames=critic.config.num_frames)
+        sample, reward_cls = partial(sample_vlc_batch, num_frames=critic.config.num_frames), VLCReward
 
         def loss_fn(pixels, features, success):
             return vlc_loss(critic, pixels, features, success)
     critic.to(args.device)
     config = critic.config
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr)
+    first_step = 1
+    if args.resume:  # tensors and numbers only: loads with weights_only=True
+        state = torch.load(out / STATE_FILE, weights_only=True, map_location=args.device)
+        optimizer.load_state_dict(state["optimizer"])
+        first_step = state["step"] + 1
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        generator.set_state(state["augment_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
 
-    def batch_loss(videos):
-        frames, picked = sample(videos, args.batch_size, rng)
+    def batch_loss(videos, draw, train: bool):
+        frames, picked = sample(videos, args.batch_size, draw)
         pixels = preprocess_frames(frames.reshape(-1, *frames.shape[2:]), config.image_size, config.mean, config.std,
-                                   device=args.device)
+                                   device=args.device).view(*frames.shape[:2], -1, config.image_size, config.image_size)
+        if train and args.augment:
+            pixels = augment(pixels, generator, args.shift, args.jitter)
         features = torch.stack([sentence_features[v["task"]] for v in picked])
         success = torch.tensor([v["success"] for v in picked], device=args.device)
-        return loss_fn(pixels.view(*frames.shape[:2], *pixels.shape[1:]), features, success)
+        return loss_fn(pixels, features, success)
+
+    val_rows = val_all[: args.val_videos]
+
+    @torch.no_grad()
+    def validate(step: int) -> dict:
+        """Mean loss over 4 val batches drawn the same way every time, plus evaluate()'s headline metrics."""
+        critic.eval()
+        draw = np.random.default_rng(args.seed + 1)
+        losses = [batch_loss(val_videos, draw, train=False)[1]["loss"] for _ in range(4)]
+        reward = reward_cls(f"{args.objective}@{step}", critic, sentence_encoder, version=str(step), device=args.device)
+        report = evaluate(reward, val_rows, split="all", progress=False)
+        critic.train()
+        return {"val_loss": float(np.mean(losses)), "val_voc": report["voc"], "val_auroc": report["auroc_return"],
+                "val_wrong_task": (report["wrong_task"] or {}).get("ranked_correctly")}
+
+    def save(step: int) -> Path:
+        directory = save_checkpoint(critic, out, extra={"trained_with": command_line(), "steps": step,
+                                                        "dataset": str(args.data)})
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "numpy_rng": json.dumps(rng.bit_generator.state),
+                    "augment_rng": generator.get_state(), "torch_rng": torch.get_rng_state()}, out / STATE_FILE)
+        return directory
 
     # --- training loop ---
-    out = Path(args.out or f"runs/{args.objective}")
     out.mkdir(parents=True, exist_ok=True)
-    log = (out / "train_log.jsonl").open("w")
-    progress = tqdm(range(1, args.steps + 1), desc=f"train {args.objective}")
+    eval_every = args.eval_every or max(1, len(train_videos) // args.batch_size)
+    log = (out / "train_log.jsonl").open("a" if args.resume else "w")
+    progress = tqdm(range(first_step, args.steps + 1), desc=f"train {args.objective}", initial=first_step - 1,
+                    total=args.steps)
     started = time.time()
+    critic.train()
     for step in progress:
-        critic.train()
-        loss, metrics = batch_loss(train_videos)
+        loss, metrics = batch_loss(train_videos, rng, train=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % args.log_every == 0 or step == args.steps:
-            critic.eval()
-            with torch.no_grad():
-                _, val_metrics = batch_loss(val_videos)
-            record = {"step": step, "seconds": round(time.time() - started, 1), **metrics,
-                      **{f"val_{k}": v for k, v in val_metrics.items()}}
+        record = {"step": step, "seconds": round(time.time() - started, 1), **metrics}
+        if step % eval_every == 0 or step == args.steps:
+            record |= {"epoch": round(step * args.batch_size / len(train_videos), 2), **validate(step)}
+            save(step)
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{record['val_loss']:.3f}",
+                                 voc=record["val_voc"], auroc=record["val_auroc"])
+        if step % args.log_every == 0 or "val_loss" in record:
             log.write(json.dumps(record) + "\n")
-            progress.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{val_metrics['loss']:.3f}")
+            log.flush()
     log.close()
+    return out
 
-    command = "vlreward train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else ""
-    return save_checkpoint(critic.cpu(), out, extra={"trained_with": command, "steps": args.steps, "dataset": str(args.data)})
+
+if __name__ == "__main__":
+    main(parse_args(Args))
