@@ -54,7 +54,8 @@ class Args:
     render_size: int = arg(64, "frame height and width in pixels (even: H.264 with yuv420p)")
     failure_fraction: float = arg(0.5, "share of failure episodes, cycling through --failures")
     failures: list[str] = arg(list(FAILURES), "failure kinds: random, noisy_expert, early_stop, other_task")
-    warp_fraction: float = arg(0.0, "share of time-warped expert demos (0.5x-2x, pauses), cycling through WARPS")
+    warp_fraction: float = arg(0.0, "share of time-warped expert demos (0.5x-2x), cycling through slow, fast, "
+                                    "pause, varying")
     max_steps: int = arg(0, f"step limit per episode (0: BabyAI's own limit, {METAWORLD_MAX_STEPS} for Meta-World)")
     workers: int = arg(2, "worker processes")
 
@@ -162,7 +163,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
     return Path(path)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _metaworld_env(task: str, render_size: int):
     """One Meta-World env (and GL context) per task and size in each worker process, reused across episodes."""
     from envs.metaworld import make_env
@@ -256,9 +257,14 @@ def generate(args: Args) -> Path:
                      args.max_steps))
 
     start = time.perf_counter()
-    # spawn: a worker never inherits a parent's GL context or thread state
+    # a worker takes a whole task at a time (but no more than its share), so it builds each Meta-World scene set
+    # and renderer once; spawn: a worker never inherits a parent's GL context or thread state
+    order = sorted(range(len(jobs)), key=lambda i: tasks.index(jobs[i][2]))
+    chunk = min(-(-args.episodes // len(tasks)), -(-args.episodes // args.workers))
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rows = list(tqdm(pool.imap(write_episode, jobs), total=len(jobs), desc="episodes"))
+        done = list(tqdm(pool.imap(write_episode, [jobs[i] for i in order], chunksize=chunk), total=len(jobs),
+                         desc="episodes"))
+    rows = [row for _, row in sorted(zip(order, done), key=lambda pair: pair[0])]
     elapsed = time.perf_counter() - start
 
     # write then rename, so a failed run never leaves a partial manifest behind

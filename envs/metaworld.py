@@ -48,14 +48,14 @@ TASKS: dict[str, tuple[str, ...]] = {
     "plate-slide-back": ("slide the plate back out of the goal", "pull the plate back out of the net",
                          "drag the plate backwards out of the goal", "slide the plate back toward the robot"),
 }
-# task -> a different task in the same scene, whose expert makes a hard negative (button-press has no partner)
+# task -> a different task in the same scene, whose expert makes a hard negative. Left out: button-press (no
+# sibling scene), reach (the push expert's hand passes the reach goal) and window-open (the window-close expert
+# opened the window in a measured scene); their "other_task" episodes fall back to random actions
 SAME_SCENE = {
-    "reach": "push", "push": "reach", "pick-place": "push",
-    "door-open": "door-close", "door-close": "door-open", "drawer-open": "drawer-close",
-    "drawer-close": "drawer-open", "window-open": "window-close", "window-close": "window-open",
+    "push": "reach", "pick-place": "push", "door-open": "door-close", "door-close": "door-open",
+    "drawer-open": "drawer-close", "drawer-close": "drawer-open", "window-close": "window-open",
     "plate-slide": "plate-slide-back", "plate-slide-back": "plate-slide",
 }
-# policy -> default action noise: the std of Gaussian noise added to the expert's action ("random": uniform)
 # Meta-World reports obj_to_target = 0 for door-open; its success test measures the handle's x to the target
 _DISTANCE = {"door-open": lambda env, obs, info: abs(obs[4] - env._target_pos[0])}
 POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 1.0, "other_task": 0.0}
@@ -123,7 +123,7 @@ class MetaWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is None:
+        if seed is None:  # the constructor's seed first, then the scene after the previous one
             seed = self._seed + self._seeded
         self._seed, self._seeded = seed, True
         self.env.set_task(self._scene(seed))
@@ -204,7 +204,6 @@ def rollout(
     rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
     own_env = env is None
     env = make_env(task, render_size=render_size) if own_env else env
-    env.max_steps = max_steps
     performed = SAME_SCENE[task] if policy == "other_task" else None
     scripted = expert(performed or task)
 
