@@ -80,3 +80,20 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
+
+
+def read_curves(path: str | Path) -> list[dict]:
+    """Rows of a `curves.csv` written by `rl.train`, with numbers parsed."""
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k: v if k == "reward" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+if __name__ == "__main__":  # python -m rl.experiment runs/rl/NAME/curves.csv: re-summarise and re-plot
+    import sys
+
+    curves = Path(sys.argv[1])
+    rows = read_curves(curves)
+    print(summarize(rows))
+    print(f"plot: {plot_curves(rows, curves.with_suffix('.png'), curves.parent.name)}")
