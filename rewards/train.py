@@ -49,6 +49,7 @@ class Args:
     num_negatives: int = arg(0, "LIV: extra shuffled-transition negatives in the VIP terms")
     embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width)")
     image_size: int = arg(64, "side of the square frames the image encoder sees")
+    cut_fraction: float = arg(0.0, "VLC: share of sampled successes cut short and used as failures (early stops)")
     layers: int = arg(2, "VLC: transformer layers")
     heads: int = arg(4, "VLC: attention heads")
     augment: bool = arg(True, "random shift (pad + crop) and brightness/contrast jitter of training videos")
@@ -84,18 +85,25 @@ def sample_liv_batch(videos: list[dict], batch_size: int, rng: np.random.Generat
     return np.stack(stacks), picked
 
 
-def sample_vlc_batch(videos: list[dict], batch_size: int, rng: np.random.Generator,
-                     num_frames: int) -> tuple[np.ndarray, list[dict]]:
+def sample_vlc_batch(videos: list[dict], batch_size: int, rng: np.random.Generator, num_frames: int,
+                     cut_fraction: float = 0.0) -> tuple[np.ndarray, list[dict]]:
     """Per video: `num_frames` frames spread evenly from a random start in its first quarter to its last frame.
 
     Only the start is cropped: cutting the end off a successful video would cut off the success its label claims.
+    With probability `cut_fraction` a success of >= 3 frames is instead cut to its first 30-70% and becomes a
+    failure (an early stop): scores that ignore time then cost contrastive loss, so the critic cannot satisfy the
+    ranking term with flat scores.
     """
     stacks, picked = [], []
     for index in rng.integers(len(videos), size=batch_size):
-        frames = videos[index]["frames"]
+        video = videos[index]
+        frames = video["frames"]
+        if video["success"] and len(frames) >= 3 and rng.random() < cut_fraction:
+            frames = frames[: max(2, int(len(frames) * rng.uniform(0.3, 0.7)))]
+            video = {**video, "success": False}
         start = int(rng.integers(0, len(frames) // 4 + 1))
         stacks.append(frames[even_indices(start, len(frames) - 1, num_frames)])
-        picked.append(videos[index])
+        picked.append(video)
     return np.stack(stacks), picked
 
 
@@ -163,7 +171,8 @@ def main(args: Args) -> Path:
     else:
         critic = load_vlc_critic(init)[0] if init else VideoLanguageCritic(VLCConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, layers=args.layers, heads=args.heads))
-        sample, reward_cls = partial(sample_vlc_batch, num_frames=critic.config.num_frames), VLCReward
+        sample = partial(sample_vlc_batch, num_frames=critic.config.num_frames, cut_fraction=args.cut_fraction)
+        reward_cls = VLCReward
 
         def loss_fn(pixels, features, success):
             return vlc_loss(critic, pixels, features, success)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 import rewards
 from envs.generate import Args as DataArgs
 from envs.generate import generate
-from rewards.train import STATE_FILE, Args, augment, main
+from rewards.train import STATE_FILE, Args, augment, main, sample_vlc_batch
 from rewards.video import decode_video, read_manifest
 
 
@@ -73,3 +73,14 @@ def test_augmentation_moves_every_frame_of_a_video_alike():
     assert moved.shape == pixels.shape and not torch.allclose(moved, pixels)
     torch.testing.assert_close(moved[0, 0], moved[0, 2])  # identical frames stay identical within a video
     torch.testing.assert_close(augment(pixels, generator, shift=0, jitter=0.0), pixels)
+
+
+def test_vlc_batches_can_cut_successes_short_into_failures():
+    frames = np.arange(10, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3)
+    videos = [{"frames": frames, "task": "go to the red ball", "success": True}]
+    rng = np.random.default_rng(0)
+    whole, picked = sample_vlc_batch(videos, 8, rng, num_frames=4)
+    assert all(v["success"] for v in picked) and (whole[:, -1, 0, 0, 0] == 9).all()
+    cut, picked = sample_vlc_batch(videos, 8, rng, num_frames=4, cut_fraction=1.0)
+    assert cut.shape == whole.shape and not any(v["success"] for v in picked)
+    assert (cut[:, -1, 0, 0, 0] <= 6).all() and videos[0]["success"]  # at most 70% kept; the dataset untouched
