@@ -7,6 +7,7 @@ from rewards.errors import (
     InvalidTaskError,
     InvalidVideoError,
     ModelNotReadyError,
+    PayloadTooLargeError,
     UnknownModelError,
     VLRewardError,
 )
@@ -14,6 +15,6 @@ from rewards.registry import DEFAULT_MODEL, get_config, list_models, load_model
 
 __all__ = [
     "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidStateError", "InvalidTaskError",
-    "InvalidVideoError", "ModelNotReadyError", "RewardModel", "Score", "StepState", "UnknownModelError", "VLRewardError",
+    "InvalidVideoError", "ModelNotReadyError", "PayloadTooLargeError", "RewardModel", "Score", "StepState", "UnknownModelError", "VLRewardError",
     "get_config", "goal_digest", "goal_kind", "list_models", "load_model",
 ]

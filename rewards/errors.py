@@ -22,6 +22,12 @@ class InvalidVideoError(VLRewardError, ValueError):
     code = "invalid_video"
 
 
+class PayloadTooLargeError(VLRewardError):
+    """Raised when a body, a video's frame count or a frame's pixel count exceeds the configured limit."""
+
+    code = "payload_too_large"
+
+
 class InvalidTaskError(VLRewardError, ValueError):
     """Raised when a goal is missing, empty, too long, or of a kind the model does not accept."""
 

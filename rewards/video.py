@@ -10,15 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from rewards.errors import InvalidTaskError, InvalidVideoError
+from rewards.errors import InvalidTaskError, InvalidVideoError, PayloadTooLargeError
 
 
 # decord's messages start with "[hh:mm:ss] /its/build/path/file.cc:61: "; users need only what follows
 _DECODER_POSITION = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|\S+\.(?:cc|cpp|c|h|hpp):\d+:\s*")
 
 
-def decode_video(source: str | Path | bytes, max_frames: int | None = None, stride: int = 1) -> np.ndarray:
-    """An mp4/webm/avi/gif file or its bytes -> uint8 frames [T, H, W, 3] (every `stride`-th, at most `max_frames`)."""
+def decode_video(source: str | Path | bytes, max_frames: int | None = None, stride: int = 1,
+                 max_pixels_per_frame: int | None = None) -> np.ndarray:
+    """An mp4/webm/avi/gif file or its bytes -> uint8 frames [T, H, W, 3] (every `stride`-th, at most `max_frames`).
+
+    With `max_pixels_per_frame`, larger frames raise PayloadTooLargeError after decoding one, not all.
+    """
     import decord
 
     if stride < 1:
@@ -26,9 +30,13 @@ def decode_video(source: str | Path | bytes, max_frames: int | None = None, stri
     if isinstance(source, bytes) and not source:
         raise InvalidVideoError("the video is empty (0 bytes)")
     if _is_gif(source):
-        return _decode_gif(source, max_frames, stride)
+        return _decode_gif(source, max_frames, stride, max_pixels_per_frame)
     try:
         reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else str(source), ctx=decord.cpu(0))
+        if max_pixels_per_frame is not None and len(reader):
+            height, width = reader[0].shape[:2]
+            if height * width > max_pixels_per_frame:
+                raise PayloadTooLargeError(f"frames of {height}x{width} exceed {max_pixels_per_frame} pixels")
         indices = list(range(0, len(reader), stride))[:max_frames]
         frames = reader.get_batch(indices).asnumpy() if indices else None
     except (decord.DECORDError, RuntimeError, ValueError) as error:
@@ -49,13 +57,16 @@ def _is_gif(source: str | Path | bytes) -> bool:
         return False
 
 
-def _decode_gif(source: str | Path | bytes, max_frames: int | None, stride: int) -> np.ndarray:
+def _decode_gif(source: str | Path | bytes, max_frames: int | None, stride: int,
+                max_pixels_per_frame: int | None) -> np.ndarray:
     """GIFs through Pillow: decord cannot time a GIF read from bytes."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     last = None if max_frames is None else max_frames * stride
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            if max_pixels_per_frame is not None and image.width * image.height > max_pixels_per_frame:
+                raise PayloadTooLargeError(f"frames of {image.height}x{image.width} exceed {max_pixels_per_frame} pixels")
             frames = [np.asarray(frame.convert("RGB"))
                       for frame in itertools.islice(ImageSequence.Iterator(image), 0, last, stride)]
     except UnidentifiedImageError:

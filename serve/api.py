@@ -12,10 +12,11 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
-from rewards import InvalidTaskError, InvalidVideoError, UnknownModelError
+from rewards import InvalidTaskError, InvalidVideoError, PayloadTooLargeError, UnknownModelError
 from rewards.preprocess import check_frames
-from rewards.video import decode_image, decode_video
-from serve.errors import PayloadTooLargeError, UnauthorizedError, error_response, install_error_handlers
+from rewards.video import decode_image
+from serve.decoding import IsolatedDecoder
+from serve.errors import UnauthorizedError, error_response, install_error_handlers
 from serve.metrics import GatewayMetrics, timer
 from serve.schemas import (BatchScoreResponse, EmbedResponse, ErrorResponse, EvalLabel, ModelsResponse, ScoreResponse,
                            StepResponse)
@@ -111,6 +112,7 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
     app = FastAPI(title="vlreward", version="0.1.0", responses=ERROR_RESPONSES,
                   description="Video-language rewards: score rollout videos against a task.")
     install_error_handlers(app)
+    decoder = IsolatedDecoder()
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_token is not None:  # outside the body limit: strangers learn nothing, not even the limit
@@ -148,7 +150,9 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
         with timer(metrics.decode if metrics else lambda seconds: None):
             if data.startswith(b"\x93NUMPY"):
                 return checked(load_npy(data), max_frames, stride)
-            return checked(await asyncio.to_thread(decode_video, data, max_frames, stride), None, 1)
+            # decode one frame past the limit at most, so an over-long video is refused without decoding all of it
+            most = min(max_frames or settings.max_frames, settings.max_frames + 1)
+            return checked(await decoder.decode(data, most, stride, settings.max_pixels_per_frame), None, 1)
 
     def text_goal(task: str | None) -> str:
         if task is None or not task.strip():

@@ -90,13 +90,14 @@ class ModelServer:
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
     async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[ScoreResponse]:
-        return self._timed(items, lambda batch: self.service.score_many(*zip(*batch)))
+        return await asyncio.to_thread(self._timed, items, lambda batch: self.service.score_many(*zip(*batch)))
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
     async def _step_batch(self, items: list[tuple]) -> list[tuple]:
-        return self._timed(items, self.service.step_many)
+        return await asyncio.to_thread(self._timed, items, self.service.step_many)
 
     def _timed(self, items: list, run: Callable[[list], list]) -> list:
+        """run(items) under the replica's autocast, off the event loop so the next batch fills meanwhile."""
         start = time.perf_counter()
         with self.autocast:
             results = each_or_error(run, items)

@@ -15,6 +15,7 @@ from rewards.errors import (
     InvalidTaskError,
     InvalidVideoError,
     ModelNotReadyError,
+    PayloadTooLargeError,
     UnknownModelError,
     VLRewardError,
 )
@@ -24,12 +25,6 @@ class UnauthorizedError(VLRewardError):
     """Raised when a token is configured and the request lacks the matching bearer token."""
 
     code = "unauthorized"
-
-
-class PayloadTooLargeError(VLRewardError):
-    """Raised when a body, a video's frame count or a frame's pixel count exceeds the configured limit."""
-
-    code = "payload_too_large"
 
 
 class OverloadedError(ModelNotReadyError):

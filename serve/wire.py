@@ -55,6 +55,8 @@ def read_npz(data: bytes, what: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz upload by name; ValueError naming `what` for anything that is not a sound archive."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if sum(member.file_size for member in archive.infolist()) > len(data):  # a zip bomb cannot pass
+                raise ValueError("its members unpack to more than the upload: send it uncompressed (np.savez)")
             arrays = {}
             for member in archive.infolist():
                 if not member.filename.endswith(".npy"):

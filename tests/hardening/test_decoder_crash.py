@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
 from bench.fuzz import good_request_succeeds, mp4_claiming_frames, serving_pids
 
 
-@pytest.mark.xfail(strict=True, reason="decoding runs inside the ingress process, so decord's abort kills it")
 def test_a_video_that_aborts_the_decoder_is_refused_and_the_ingress_survives(service_url):
     before = serving_pids()
     with httpx.Client(base_url=service_url, timeout=120) as http:

@@ -1,0 +1,44 @@
+"""Video decoding for the ingress in a child process: a malformed file can crash the decoder, not the service.
+
+decord aborts or segfaults on some crafted files (e.g. an mp4 whose `stts` box claims 2^31 frames); in the
+ingress process that would drop every request in flight. Here only the child dies; the upload that killed it
+gets a 422 and a fresh child decodes the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from rewards import InvalidVideoError
+from rewards.video import decode_video
+
+
+class IsolatedDecoder:
+    """`decode_video` in a pool of spawned processes, restarted when a file crashes one of them."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def decode(self, data: bytes, max_frames: int | None, stride: int, max_pixels_per_frame: int) -> np.ndarray:
+        """Frames of the video in `data`; a crash is retried once on a fresh process (another upload in the same
+        pool may have caused it), and a second crash is this file's: InvalidVideoError."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            pool = self._executor()
+            try:
+                return await loop.run_in_executor(pool, decode_video, data, max_frames, stride, max_pixels_per_frame)
+            except BrokenProcessPool:
+                if self._pool is pool:
+                    self._pool = None
+        raise InvalidVideoError("the video crashed the decoder: the file is malformed")
