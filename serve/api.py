@@ -107,12 +107,13 @@ async def send_error(send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetrics | None = None) -> FastAPI:
+def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetrics | None = None,
+               decoder: IsolatedDecoder | None = None) -> FastAPI:
     """The routes over `model_handles` (name -> Serve handle of a ModelServer); `metrics` only inside Serve."""
     app = FastAPI(title="vlreward", version="0.1.0", responses=ERROR_RESPONSES,
                   description="Video-language rewards: score rollout videos against a task.")
     install_error_handlers(app)
-    decoder = IsolatedDecoder()
+    decoder = decoder or IsolatedDecoder()
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_token is not None:  # outside the body limit: strangers learn nothing, not even the limit

@@ -18,16 +18,26 @@ from rewards import InvalidVideoError
 from rewards.video import decode_video
 
 
+def _warm() -> None:
+    """A no-op whose unpickling makes a new child import this module, and with it the decoder (seconds)."""
+
+
 class IsolatedDecoder:
     """`decode_video` in a pool of spawned processes, restarted when a file crashes one of them."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, warm: bool = False):
+        """With `warm`, start the children now (a server) instead of on the first upload (tests, scripts)."""
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        if warm:
+            self._executor()
 
     def _executor(self) -> ProcessPoolExecutor:
+        """The live pool, or a new one whose children start loading now rather than on the next upload."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            for _ in range(self.workers):
+                self._pool.submit(_warm)
         return self._pool
 
     async def decode(self, data: bytes, max_frames: int | None, stride: int, max_pixels_per_frame: int) -> np.ndarray:

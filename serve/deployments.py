@@ -112,8 +112,9 @@ class Gateway:
 
     def __init__(self, model_handles: dict, settings: dict):
         from serve.api import ApiSettings, create_api
+        from serve.decoding import IsolatedDecoder
 
-        self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics())
+        self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics(), IsolatedDecoder(warm=True))
 
     def __serve_build_asgi_app__(self):
         return self.api
