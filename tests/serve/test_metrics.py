@@ -23,27 +23,42 @@ def sample(text: str, name: str, **labels) -> float:
 
 
 def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url, random_frames):
+    """Counters grow by what this test sends (other tests share the service, so compare with a snapshot)."""
     import ray
 
-    client = RemoteRewardModel(service_url)
-    for _ in range(3):  # the same task thrice: one goal-cache miss, then hits
-        client.score(random_frames, "go to the red dot")
-    httpx.get(f"{service_url}/v1/nope")
     port = ray._private.worker.global_worker.node.metrics_export_port
-    deadline, text = time.monotonic() + 60, ""
+
+    def scrape():
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+    counters = {  # name, labels -> at least this much growth
+        ("ray_vlreward_requests_total", (("route", "/v1/score"), ("status", "200"))): 3,
+        ("ray_vlreward_requests_total", (("route", "unmatched"), ("status", "404"))): 1,
+        ("ray_vlreward_frames_scored_total", (("model", "babyai-liv"),)): 3 * len(random_frames),
+        ("ray_vlreward_goal_cache_hits_total", (("model", "babyai-liv"),)): 2,
+        ("ray_vlreward_goal_cache_misses_total", (("model", "babyai-liv"),)): 1,
+        ("ray_vlreward_batch_frames_count", ()): 3,
+        ("ray_vlreward_model_latency_seconds_count", ()): 3,
+        ("ray_vlreward_decode_latency_seconds_count", ()): 3,
+        ("ray_vlreward_request_latency_seconds_count", ()): 4,
+    }
+
+    def growth(before, after):
+        return {key: sample(after, key[0], **dict(key[1])) - sample(before, key[0], **dict(key[1])) for key in counters}
+
+    before = scrape()
+    client = RemoteRewardModel(service_url)
+    task = f"go to the red dot {time.monotonic_ns()}"  # new to the cache: one miss, then two hits
+    for _ in range(3):
+        client.score(random_frames, task)
+    httpx.get(f"{service_url}/v1/nope")
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if sample(text, "ray_vlreward_goal_cache_hits_total", model="babyai-liv") >= 2 and \
-                sample(text, "ray_vlreward_requests_total", status="404") >= 1:
+        grown = growth(before, scrape())
+        if all(grown[key] >= least for key, least in counters.items()):
             break
         time.sleep(1)
-    assert sample(text, "ray_vlreward_requests_total", route="/v1/score", status="200") >= 3
-    assert sample(text, "ray_vlreward_requests_total", route="unmatched", status="404") >= 1
-    assert sample(text, "ray_vlreward_frames_scored_total", model="babyai-liv") >= 3 * len(random_frames)
-    assert sample(text, "ray_vlreward_goal_cache_hits_total", model="babyai-liv") >= 2
-    assert sample(text, "ray_vlreward_goal_cache_misses_total", model="babyai-liv") >= 1
-    for histogram in ("batch_frames", "model_latency_seconds", "decode_latency_seconds", "request_latency_seconds"):
-        assert sample(text, f"ray_vlreward_{histogram}_count") >= 1, histogram
+    assert {key[0] + str(key[1]): grown[key] for key, least in counters.items() if grown[key] < least} == {}
 
 
 def test_client_metrics_count_requests_and_failures_on_the_trainers_port(service_url, random_frames):
