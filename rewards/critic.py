@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,6 +50,18 @@ class CriticReward(StreamingMixin):
                                                                device=self.device))
 
         return embed_in_chunks(encode, frames, self.frames_per_forward)
+
+    def goal_vectors(self, goals: Sequence[Goal]) -> list[torch.Tensor]:
+        """Each goal's embedding [D] on the device; a goal several trajectories or streams share (an RL batch, a
+        vector env's task) is embedded once."""
+        embedded: dict = {}
+        vectors = []
+        for goal in goals:
+            key = goal if isinstance(goal, str) else id(goal)
+            if key not in embedded:
+                embedded[key] = torch.from_numpy(self.embed_goal(goal).vector).to(self.device)
+            vectors.append(embedded[key])
+        return vectors
 
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
         return self.score_batch([frames], [goal])[0]

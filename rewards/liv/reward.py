@@ -39,7 +39,7 @@ class LIVReward(CriticReward):
         """Score many videos in one forward pass over all their frames (the batching that pays)."""
         if len(trajectories) != len(goals):
             raise InvalidTaskError(f"{len(trajectories)} videos but {len(goals)} goals")
-        goal_vectors = [torch.from_numpy(self.embed_goal(goal).vector).to(self.device) for goal in goals]
+        goal_vectors = self.goal_vectors(goals)
         embeddings = embed_videos(self.embed_frames, trajectories)
         scores = []
         for frame_embeddings, goal_vector in zip(embeddings, goal_vectors):
@@ -56,7 +56,7 @@ class LIVReward(CriticReward):
         """
         if not len(frames) == len(goals) == len(states):
             raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
-        goal_vectors = torch.stack([torch.from_numpy(self.embed_goal(goal).vector) for goal in goals]).to(self.device)
+        goal_vectors = torch.stack(self.goal_vectors(goals))
         values = cosine_similarity(self.embed_frames(frames), goal_vectors).float().cpu().numpy()
         previous = np.array([values[i] if state is None else state_array(state, "value", (1,))[0]
                              for i, state in enumerate(states)], np.float32)

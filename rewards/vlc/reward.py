@@ -48,7 +48,7 @@ class VLCReward(CriticReward):
         """
         if len(trajectories) != len(goals):
             raise InvalidTaskError(f"{len(trajectories)} videos but {len(goals)} goals")
-        texts = [torch.from_numpy(self.embed_goal(goal).vector).to(self.device) for goal in goals]
+        texts = self.goal_vectors(goals)
         embeddings = embed_videos(self.embed_frames, trajectories)
         lengths = [len(video) for video in embeddings]
         num_frames = self.critic.config.num_frames
@@ -77,11 +77,10 @@ class VLCReward(CriticReward):
         width = self.critic.config.embed_dim
         new = self.embed_frames(frames)  # [B, D]
         rewards, next_states = [], []
-        for embedding, goal, state in zip(new, goals, states):
+        for embedding, text, state in zip(new, self.goal_vectors(goals), states):
             seen = embedding[None] if state is None else torch.cat(
                 [torch.from_numpy(state_array(state, "frames", (None, width))).to(self.device), embedding[None]])
             window = seen[torch.from_numpy(even_indices(0, len(seen) - 1, self.critic.config.num_frames)).to(self.device)]
-            text = torch.from_numpy(self.embed_goal(goal).vector).to(self.device)
             value = self.critic(window[None], text[None])[0, -1].float().cpu().numpy()[None]
             first = value if state is None else state_array(state, "first", (1,))
             rewards.append(float(value[0] - first[0]))
