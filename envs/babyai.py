@@ -28,6 +28,11 @@ _IMAGE_MAX = np.array([10.0, 5.0, 2.0], dtype=np.float32)
 _MOVE_ACTIONS = np.array([Actions.left, Actions.right, Actions.forward])
 # policy -> default probability of a random action; "other_task" is the expert of another task in the same scene
 POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 0.8, "other_task": 0.0}
+# a mission's leading verb -> three rewordings, for paraphrase training and the paraphrase metric
+_REWORDINGS = {"go to ": ("walk to ", "head over to ", "make your way to "),
+               "pick up ": ("grab ", "take ", "collect "),
+               "put ": ("place ", "move ", "set "),
+               "open ": ("pull open ", "swing open ", "get open ")}
 
 
 def level_name(task: str) -> str:
@@ -36,6 +41,15 @@ def level_name(task: str) -> str:
     if name not in _LEVELS:
         raise ValueError(f"unknown BabyAI level {task!r}; valid names: {', '.join(sorted(_LEVELS))}")
     return name
+
+
+def paraphrases(mission: str) -> tuple[str, ...]:
+    """The mission and three rewordings of its first verb ("go to the red ball" -> "walk to the red ball", ...);
+    only the mission itself where the verb has none. Index 0 is always the mission."""
+    for verb, rewordings in _REWORDINGS.items():
+        if mission.startswith(verb):
+            return (mission, *(new + mission[len(verb):] for new in rewordings))
+    return (mission,)
 
 
 class BabyAIEnv(gym.Wrapper):

@@ -8,7 +8,8 @@ spread over three kinds in the asked shares: expert demos, failures (cycling thr
 expert demos (cycling through `WARPS`). `success` is always what the env reported; a random, noisy or other-task
 failure that happens to succeed is re-drawn in the same scene (up to `MAX_ATTEMPTS` times, the row's `attempt`).
 
-Manifest row: path, task (the sentence), paraphrase (its index in the env's sentence list), success, env,
+Manifest row: path, task (the sentence), paraphrase (its index in the task's sentences), paraphrases (the other
+sentences), success, env,
 env_task, seed, split, kind, policy, num_frames, progress (per frame, or null), performed (the task a hard
 negative really did), warp, speed and source_frames (for warped demos: the recorded frame shown at each frame).
 """
@@ -39,6 +40,7 @@ DEFAULT_TASKS = {"babyai": ["GoToRedBall"], "metaworld": None}  # None: every Me
 FAILURES = ("random", "noisy_expert", "early_stop", "other_task")
 WARPS = ("slow", "fast", "pause", "varying")
 MAX_ATTEMPTS = 5
+PARAPHRASES = 4  # episode j of a task is worded with sentence j % 4 of the task (modulo the ones it has)
 METAWORLD_MAX_STEPS = 150  # the experts succeed within ~100 steps (Meta-World's own limit is 500)
 
 
@@ -67,6 +69,13 @@ def env_tasks(env: str) -> dict[str, tuple[str, ...]] | None:
 
         return TASKS
     return None
+
+
+def task_sentences(env: str, task: str, mission: str) -> tuple[str, ...]:
+    """A task's sentence and its paraphrases (index = paraphrase id): Meta-World's table, BabyAI's rewordings of
+    the episode's mission."""
+    table = env_tasks(env)
+    return table[task] if table else babyai.paraphrases(mission)
 
 
 def resolve_tasks(args: Args) -> list[str]:
@@ -225,11 +234,13 @@ def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> di
     episode, extra = make_episode(env, task, seed, kind, render_size, max_steps)
     path = f"videos/{i:05d}.mp4"
     write_video(Path(out) / path, episode.frames)
-    sentences = env_tasks(env)
+    sentences = task_sentences(env, task, episode.mission)
+    paraphrase %= len(sentences)
     return {
         "path": path,
-        "task": sentences[task][paraphrase] if sentences else episode.mission,
+        "task": sentences[paraphrase],
         "paraphrase": paraphrase,
+        "paraphrases": [text for k, text in enumerate(sentences) if k != paraphrase],
         "success": bool(episode.success),
         "env": env,
         "env_task": task,
@@ -245,15 +256,13 @@ def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> di
 def generate(args: Args) -> Path:
     """Write `args.episodes` videos and the manifest into `args.out`; returns the manifest path."""
     tasks = validate(args)
-    sentences = env_tasks(args.env)
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     kinds = episode_kinds(-(-args.episodes // len(tasks)), args)
     jobs = []
     for i in range(args.episodes):
         task, j = tasks[i % len(tasks)], i // len(tasks)
-        paraphrase = j % len(sentences[task]) if sentences else 0
-        jobs.append((i, args.env, task, args.seed + i, kinds[j], paraphrase, str(out), args.render_size,
+        jobs.append((i, args.env, task, args.seed + i, kinds[j], j % PARAPHRASES, str(out), args.render_size,
                      args.max_steps))
 
     start = time.perf_counter()

@@ -154,14 +154,16 @@ def _content(task: str) -> tuple[str, ...]:
 
 
 def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
-    """For each plain success, another task of the same env (a different content), picked with a fixed seed."""
+    """For each plain success, another task of the same env (content unlike the task's and its paraphrases'),
+    picked with a fixed seed."""
     tasks_by_env = defaultdict(set)
     for row in rows:
         tasks_by_env[row.get("env")].add(row["task"])
     rng = np.random.default_rng(0)
     wrong = {}
     for i, row in enumerate(rows):
-        others = sorted(t for t in tasks_by_env[row.get("env")] if _content(t) != _content(row["task"]))
+        same = {_content(t) for t in [row["task"], *row.get("paraphrases", ())]}
+        others = sorted(t for t in tasks_by_env[row.get("env")] if _content(t) not in same)
         if _is_plain_success(row) and others:
             wrong[i] = others[rng.integers(len(others))]
     return wrong

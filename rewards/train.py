@@ -47,6 +47,7 @@ class Args:
     batch_size: int = arg(32, "videos per step")
     lr: float = arg(3e-4, "Adam learning rate (1e-4..3e-4 from scratch, 1e-5 to fine-tune)")
     num_negatives: int = arg(0, "LIV: extra shuffled-transition negatives in the VIP terms")
+    learn_temperature: bool = arg(True, "LIV: learn the InfoNCE temperature (CLIP's); off: raw cosines, as the reference")
     embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width)")
     image_size: int = arg(64, "side of the square frames the image encoder sees")
     cut_fraction: float = arg(0.0, "VLC: share of sampled successes cut short and used as failures (early stops)")
@@ -163,7 +164,8 @@ def main(args: Args) -> Path:
     init = str(out) if args.resume else args.init
     if args.objective == "liv":
         critic = load_critic(init)[0] if init else LIVCritic(LIVConfig(
-            embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives))
+            embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives,
+            learn_temperature=args.learn_temperature))
         sample, reward_cls = sample_liv_batch, LIVReward
 
         def loss_fn(pixels, features, success):  # LIV sees successful videos only: `success` is all True

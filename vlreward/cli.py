@@ -30,7 +30,7 @@ def cmd_eval(ns):
     from rewards.evaluate import Args, evaluate, summary
     from vlreward.plot import plot_evaluation
 
-    def paraphrases(row: dict):  # the env's other sentences for the row's task (Meta-World has them, BabyAI not)
+    def paraphrases(row: dict):  # for manifests from before rows carried them: Meta-World's sentence table
         return (env_tasks(row.get("env")) or {}).get(row.get("env_task"), ())
 
     args = from_namespace(Args, ns)

@@ -27,6 +27,9 @@ class LIVConfig:
     text_dim: int = 384
     gamma: float = 0.98
     num_negatives: int = 0  # extra shuffled-transition negatives in the VIP terms (LIV's option)
+    # learn the InfoNCE temperature as CLIP does; on raw cosines (the reference) logits span only [-1, 1] and the
+    # term stayed at log B in our training runs. Training only: the value S(o, g) is a cosine either way
+    learn_temperature: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "LIVConfig":
@@ -61,6 +64,8 @@ class LIVCritic(nn.Module):
         self.text_projection = nn.Sequential(
             nn.Linear(config.text_dim, 256), nn.GELU(), nn.Linear(256, config.embed_dim)
         )
+        if config.learn_temperature:  # CLIP's initial 1/0.07, kept <= 100 in the loss
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, 3, S, S] -> φ(o) [B, D]."""
@@ -92,9 +97,12 @@ def vip_loss(e_start, e_t, e_next, goal, gamma: float, num_negatives: int = 0) -
     return loss
 
 
-def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-    """Symmetric cross-entropy over raw cosines (no temperature) of matching rows in the batch."""
+def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Symmetric cross-entropy over the cosines of matching rows in the batch, raw or times exp(logit_scale)."""
     logits = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
+    if logit_scale is not None:
+        logits = logits * logit_scale.clamp(max=math.log(100)).exp()
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
@@ -110,9 +118,12 @@ def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.T
     e_text = critic.encode_text(sentence_features)
     gamma = critic.config.gamma
     losses = {
-        "info_nce": info_nce(e_end, e_text),
+        "info_nce": info_nce(e_end, e_text, getattr(critic, "logit_scale", None)),
         "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma, critic.config.num_negatives),
         "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma, critic.config.num_negatives),
     }
     total = sum(losses.values())
-    return total, {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
+    metrics = {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
+    if critic.config.learn_temperature:
+        metrics["temperature"] = float(1 / critic.logit_scale.exp())
+    return total, metrics

@@ -2,7 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.babyai import Episode, make_env, rollout
+from envs.babyai import Episode, make_env, paraphrases, rollout
 
 
 def test_observation_and_info_shapes():
@@ -76,3 +76,15 @@ def test_other_task_is_a_hard_negative(task):
         assert episode.performed and episode.performed != episode.mission
         assert episode.performed.split()[:2] == (["go", "to"] if task == "GoToLocal" else ["pick", "up"])
     assert rollout("GoToObj", 0, "other_task").policy == "random"  # a single object: no other task to do
+
+
+@pytest.mark.parametrize("mission, second", [("go to the red ball", "walk to the red ball"),
+                                             ("pick up a key", "grab a key"),
+                                             ("put the blue box next to the red ball", "place the blue box next to the red ball")])
+def test_paraphrases_reword_the_verb_only(mission, second):
+    sentences = paraphrases(mission)
+    assert sentences[:2] == (mission, second) and len(set(sentences)) == 4
+
+
+def test_a_mission_without_known_verb_has_no_paraphrase():
+    assert paraphrases("dance around the ball") == ("dance around the ball",)

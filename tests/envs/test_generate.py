@@ -4,12 +4,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from envs.babyai import rollout
+from envs.babyai import paraphrases, rollout
 from envs.metaworld import TASKS
 from envs.generate import MAX_ATTEMPTS, WARPS, Args, episode_kinds, generate, main, make_episode, split, warp_indices
 from rewards.video import decode_video, read_manifest
 
-FIELDS = {"path", "task", "paraphrase", "success", "env", "env_task", "seed", "split", "kind", "policy", "num_frames",
+FIELDS = {"path", "task", "paraphrase", "paraphrases", "success", "env", "env_task", "seed", "split", "kind", "policy", "num_frames",
           "progress", "performed", "warp", "speed", "source_frames", "attempt"}
 FAILURES = {"random", "noisy_expert", "early_stop", "other_task"}
 
@@ -26,10 +26,13 @@ def test_generate_writes_decodable_videos_and_manifest(tmp_path):
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [f"{i:05d}.mp4" for i in range(4)]
     for row in rows:
         frames = decode_video(row["path"])
-        expected = rollout(row["env_task"], row["seed"], row["policy"], attempt=row["attempt"]).frames
-        assert frames.shape == (row["num_frames"], 64, 64, 3) == expected.shape
-        assert np.abs(frames.astype(int) - expected).mean() < 10
-        assert row["task"].startswith("go to") and row["env"] == "babyai" and row["progress"] is None
+        episode = rollout(row["env_task"], row["seed"], row["policy"], attempt=row["attempt"])
+        assert frames.shape == (row["num_frames"], 64, 64, 3) == episode.frames.shape
+        assert np.abs(frames.astype(int) - episode.frames).mean() < 10
+        assert row["env"] == "babyai" and row["progress"] is None
+        sentences = paraphrases(episode.mission)  # a task's j-th episode is worded with rewording j
+        assert row["task"] == sentences[row["paraphrase"]] and set(row["paraphrases"]) == set(sentences) - {row["task"]}
+    assert [row["paraphrase"] for row in rows] == [0, 0, 1, 1] and rows[2]["task"].startswith("walk to")
     assert all(row["success"] for row in rows if row["kind"] == "expert")
 
 
@@ -112,6 +115,7 @@ def test_metaworld_set(tmp_path):
         assert len(decode_video(row["path"])) == row["num_frames"] == len(row["progress"])
         assert row["env"] == "metaworld" and row["success"] == (row["kind"] == "warped")
         assert row["task"] == TASKS[row["env_task"]][row["paraphrase"]]
+        assert set(row["paraphrases"]) == set(TASKS[row["env_task"]]) - {row["task"]}
     assert [row["paraphrase"] for row in rows] == [0, 0, 1, 1]  # a task's j-th episode: sentence j
     for row in rows[2:]:
         assert row["progress"][0] == 0 and row["progress"][-1] == 1

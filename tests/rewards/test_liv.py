@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -145,3 +146,21 @@ def test_malformed_stream_state_is_rejected(tiny_model, state):
     frame = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(rewards.InvalidStateError, match="value"):
         tiny_model.score_step(frame, "go to the red ball", state)
+
+
+def test_learned_temperature_sharpens_info_nce_and_round_trips(tmp_path):
+    from rewards.liv.model import info_nce
+
+    torch.manual_seed(0)
+    text = torch.randn(8, 16)
+    images = text + 0.3 * torch.randn(8, 16)  # each image nearest its own caption
+    raw = info_nce(images, text)
+    assert raw > np.log(8) - 1  # raw cosines in [-1, 1] cannot get far below log B
+    assert info_nce(images, text, torch.tensor(np.log(1 / 0.07))) < 0.2 * raw
+    config = dataclasses.replace(TINY, learn_temperature=True)
+    critic = LIVCritic(config)
+    with torch.no_grad():
+        critic.logit_scale.fill_(3.0)
+    loaded = rewards.load_model(str(save_checkpoint(critic, tmp_path / "ckpt")))
+    _, metrics = liv_loss(loaded.critic, torch.rand(4, 5, 3, 32, 32), torch.randn(4, config.text_dim))
+    assert metrics["temperature"] == pytest.approx(np.exp(-3.0), rel=1e-5)
