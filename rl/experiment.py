@@ -90,10 +90,22 @@ def read_curves(path: str | Path) -> list[dict]:
         return [{k: v if k == "reward" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-if __name__ == "__main__":  # python -m rl.experiment runs/rl/NAME/curves.csv: re-summarise and re-plot
-    import sys
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Re-summarise and re-plot curves.csv files; several (e.g. sparse and dense run apart) make one figure."""
+    import argparse
 
-    curves = Path(sys.argv[1])
-    rows = read_curves(curves)
+    parser = argparse.ArgumentParser(prog="python -m rl.experiment", description=main.__doc__)
+    parser.add_argument("curves", nargs="+", help="curves.csv files written by rl.train")
+    parser.add_argument("--out", default="", help="PNG to write (default: curves.png beside the first CSV)")
+    parser.add_argument("--title", default="", help="plot title (default: the first CSV's folder name)")
+    args = parser.parse_args(argv)
+    rows = [row for path in args.curves for row in read_curves(path)]
+    first = Path(args.curves[0])
     print(summarize(rows))
-    print(f"plot: {plot_curves(rows, curves.with_suffix('.png'), curves.parent.name)}")
+    plot = plot_curves(rows, args.out or first.with_suffix(".png"), args.title or first.parent.name)
+    print(f"plot: {plot}")
+    return plot
+
+
+if __name__ == "__main__":
+    main()

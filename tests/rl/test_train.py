@@ -8,8 +8,9 @@ import torch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 
 from rewards.text import MINILM_DIM, shared_minilm
+from rl.experiment import main as experiment_main
 from rl.experiment import plot_curves, summarize
-from rl.train import Args, build_config, make_training_env
+from rl.train import CURVE_FIELDS, Args, build_config, make_training_env, write_curves
 
 TASKS = ["GoToRedBallNoDists", "GoToLocal"]  # "go to the red ball" and "go to the <colour> <object>" missions
 
@@ -70,6 +71,14 @@ def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
     assert table[2].startswith("| sparse | 2 | 4000 | 0.27 | 4000 | 1.00 | 100 | 0.0% |")
     assert table[3].startswith("| dense | 2 | 4000 | 0.70 | 2000 | 0.50 | 100 | 20.0% |")
     assert plot_curves(rows, tmp_path / "curves.png", "test").stat().st_size > 1000
+
+    # runs written apart (sparse in one folder, dense in another) merge into one table and figure
+    for reward in ("sparse", "dense"):
+        write_curves([dict.fromkeys(CURVE_FIELDS, 0) | row for row in rows if row["reward"] == reward],
+                     tmp_path / reward / "curves.csv")
+    merged = experiment_main([str(tmp_path / "sparse" / "curves.csv"), str(tmp_path / "dense" / "curves.csv"),
+                              "--out", str(tmp_path / "merged.png")])
+    assert merged.read_bytes().startswith(b"\x89PNG")
 
 
 def test_unknown_reward_mode_is_refused():
