@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,9 @@ from rewards.checkpoint import load_checkpoint
 from rewards.errors import InvalidCheckpointError
 from rewards.preprocess import embed_in_chunks, preprocess_frames
 from rewards.text import shared_minilm
+
+
+TEXT_CACHE_SIZE = 1024
 
 
 class CriticReward(StreamingMixin):
@@ -31,6 +35,7 @@ class CriticReward(StreamingMixin):
         self.critic = critic.to(device).eval()
         self.sentence_encoder = sentence_encoder.to(device)
         self.frames_per_forward = frames_per_forward
+        self._text_vectors: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @classmethod
     def from_checkpoint(cls, name: str, directory: str | Path, config_cls, module_cls, device: str = "cpu"):
@@ -52,16 +57,29 @@ class CriticReward(StreamingMixin):
         return embed_in_chunks(encode, frames, self.frames_per_forward)
 
     def goal_vectors(self, goals: Sequence[Goal]) -> list[torch.Tensor]:
-        """Each goal's embedding [D] on the device; a goal several trajectories or streams share (an RL batch, a
-        vector env's task) is embedded once."""
+        """Each goal's embedding [D] on the device. A goal several trajectories or streams share (an RL batch, a
+        vector env's task) is embedded once per call, and a task sentence once per `TEXT_CACHE_SIZE` distinct
+        sentences: a stream scored one step at a time sends its task with every step."""
         embedded: dict = {}
         vectors = []
         for goal in goals:
-            key = goal if isinstance(goal, str) else id(goal)
-            if key not in embedded:
-                embedded[key] = torch.from_numpy(self.embed_goal(goal).vector).to(self.device)
-            vectors.append(embedded[key])
+            if isinstance(goal, str):
+                vectors.append(self._text_vector(goal))
+                continue
+            if id(goal) not in embedded:
+                embedded[id(goal)] = torch.from_numpy(self.embed_goal(goal).vector).to(self.device)
+            vectors.append(embedded[id(goal)])
         return vectors
+
+    def _text_vector(self, text: str) -> torch.Tensor:
+        """A task sentence's embedding from the LRU cache, embedded on a miss."""
+        if text in self._text_vectors:
+            self._text_vectors.move_to_end(text)
+            return self._text_vectors[text]
+        vector = self._text_vectors[text] = torch.from_numpy(self.embed_goal(text).vector).to(self.device)
+        if len(self._text_vectors) > TEXT_CACHE_SIZE:
+            self._text_vectors.popitem(last=False)
+        return vector
 
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
         return self.score_batch([frames], [goal])[0]

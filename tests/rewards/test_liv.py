@@ -164,3 +164,14 @@ def test_learned_temperature_sharpens_info_nce_and_round_trips(tmp_path):
     loaded = rewards.load_model(str(save_checkpoint(critic, tmp_path / "ckpt")))
     _, metrics = liv_loss(loaded.critic, torch.rand(4, 5, 3, 32, 32), torch.randn(4, config.text_dim))
     assert metrics["temperature"] == pytest.approx(np.exp(-3.0), rel=1e-5)
+
+
+def test_a_streamed_task_sentence_is_embedded_once(tiny_model, monkeypatch):
+    calls = []
+    encoder = tiny_model.sentence_encoder
+    monkeypatch.setattr(tiny_model, "sentence_encoder", lambda texts: calls.append(texts) or encoder(texts))
+    state = None
+    for frame in random_frames(4, seed=3):
+        _, state = tiny_model.score_step(frame, "open the door", state)
+    tiny_model.score_batch([random_frames(3, seed=4)] * 2, ["open the door", "close the door"])
+    assert calls == [["open the door"], ["close the door"]]
