@@ -148,7 +148,7 @@ def _paraphrases(row: dict, source: Paraphraser | None) -> list[str]:
     return [text for text in candidates if text.strip() and text.strip() != row["task"].strip()]
 
 
-def _content(task: str) -> tuple[str, ...]:
+def task_content(task: str) -> tuple[str, ...]:
     """A task's words without articles: "go to a red ball" and "go to the red ball" are one task."""
     return tuple(word for word in re.findall(r"[a-z0-9]+", task.lower()) if word not in ARTICLES)
 
@@ -162,8 +162,8 @@ def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
     rng = np.random.default_rng(0)
     wrong = {}
     for i, row in enumerate(rows):
-        same = {_content(t) for t in [row["task"], *row.get("paraphrases", ())]}
-        others = sorted(t for t in tasks_by_env[row.get("env")] if _content(t) not in same)
+        same = {task_content(t) for t in [row["task"], *row.get("paraphrases", ())]}
+        others = sorted(t for t in tasks_by_env[row.get("env")] if task_content(t) not in same)
         if _is_plain_success(row) and others:
             wrong[i] = others[rng.integers(len(others))]
     return wrong

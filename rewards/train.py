@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rewards.checkpoint import save_checkpoint
-from rewards.evaluate import evaluate
+from rewards.evaluate import evaluate, task_content
 from rewards.liv.load import load_critic
 from rewards.liv.model import LIVConfig, LIVCritic, liv_loss
 from rewards.liv.reward import LIVReward
@@ -67,10 +67,15 @@ STATE_FILE = "train_state.pt"
 
 
 def load_videos(directory: str, split: str) -> list[dict]:
-    """Decode the videos of one split into memory: [{frames [T,H,W,3], task, success, env}]."""
+    """Decode the videos of one split into memory: [{frames [T,H,W,3], task, success, env, task_key}]."""
     rows = [r for r in read_manifest(directory) if r.get("split", "train") == split]
-    return [{"frames": decode_video(r["path"]), "task": r["task"], "success": bool(r["success"]), "env": r.get("env")}
-            for r in tqdm(rows, desc=f"decode {split}", leave=False)]
+    return [{"frames": decode_video(r["path"]), "task": r["task"], "success": bool(r["success"]), "env": r.get("env"),
+             "task_key": task_key(r)} for r in tqdm(rows, desc=f"decode {split}", leave=False)]
+
+
+def task_key(row: dict) -> frozenset:
+    """What a row's caption asks, whatever its wording: the content words of its task and its paraphrases."""
+    return frozenset(task_content(text) for text in [row["task"], *row.get("paraphrases", ())])
 
 
 def sample_liv_batch(videos: list[dict], batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
@@ -168,15 +173,15 @@ def main(args: Args) -> Path:
             learn_temperature=args.learn_temperature))
         sample, reward_cls = sample_liv_batch, LIVReward
 
-        def loss_fn(pixels, features, success):  # LIV sees successful videos only: `success` is all True
-            return liv_loss(critic, pixels, features)
+        def loss_fn(pixels, features, success, same_task):  # LIV sees successful videos only: `success` is all True
+            return liv_loss(critic, pixels, features, same_task)
     else:
         critic = load_vlc_critic(init)[0] if init else VideoLanguageCritic(VLCConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, layers=args.layers, heads=args.heads))
         sample = partial(sample_vlc_batch, num_frames=critic.config.num_frames, cut_fraction=args.cut_fraction)
         reward_cls = VLCReward
 
-        def loss_fn(pixels, features, success):
+        def loss_fn(pixels, features, success, same_task):  # VLC dedupes captions by their features itself
             return vlc_loss(critic, pixels, features, success)
     critic.to(args.device)
     config = critic.config
@@ -198,7 +203,8 @@ def main(args: Args) -> Path:
             pixels = augment(pixels, generator, args.shift, args.jitter)
         features = torch.stack([sentence_features[v["task"]] for v in picked])
         success = torch.tensor([v["success"] for v in picked], device=args.device)
-        return loss_fn(pixels, features, success)
+        same_task = torch.tensor([[a["task_key"] == b["task_key"] for b in picked] for a in picked], device=args.device)
+        return loss_fn(pixels, features, success, same_task)
 
     val_rows = val_all[: args.val_videos]
 

@@ -97,20 +97,30 @@ def vip_loss(e_start, e_t, e_next, goal, gamma: float, num_negatives: int = 0) -
     return loss
 
 
-def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | None = None
-             ) -> torch.Tensor:
-    """Symmetric cross-entropy over the cosines of matching rows in the batch, raw or times exp(logit_scale)."""
+def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | None = None,
+             same_task: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric cross-entropy over the cosines of the batch's (image, caption) pairs, raw or times exp(logit_scale).
+
+    `same_task` [B, B] bool marks pairs whose captions name one task (equal or paraphrased): they share the target
+    evenly instead of being negatives (without it only the diagonal is positive, as in the reference), so a batch
+    of a few tasks does not push paraphrases apart. The targets' entropy is subtracted: 0 is a perfect match.
+    """
     logits = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
     if logit_scale is not None:
         logits = logits * logit_scale.clamp(max=math.log(100)).exp()
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    if same_task is None:
+        same_task = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    targets = same_task.float() / same_task.sum(1, keepdim=True)  # symmetric: rows and columns alike
+    floor = -(targets * targets.clamp(min=1e-12).log()).sum(1).mean()
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2 - floor
 
 
-def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.Tensor,
+             same_task: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The LIV objective: InfoNCE(φ(o_end), ψ(l)) + VIP(g = φ(o_g)) + VIP(g = ψ(l)).
 
-    pixels [B, 5, 3, S, S] holds (o_0, o_g, o_t, o_{t+1}, o_end) per video; sentence_features [B, text_dim].
+    pixels [B, 5, 3, S, S] holds (o_0, o_g, o_t, o_{t+1}, o_end) per video; sentence_features [B, text_dim];
+    same_task [B, B] (optional) marks videos of one task, see `info_nce`.
     """
     batch, stack = pixels.shape[:2]
     embeddings = critic.encode_images(pixels.flatten(0, 1)).view(batch, stack, -1)
@@ -118,7 +128,7 @@ def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.T
     e_text = critic.encode_text(sentence_features)
     gamma = critic.config.gamma
     losses = {
-        "info_nce": info_nce(e_end, e_text, getattr(critic, "logit_scale", None)),
+        "info_nce": info_nce(e_end, e_text, getattr(critic, "logit_scale", None), same_task),
         "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma, critic.config.num_negatives),
         "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma, critic.config.num_negatives),
     }

@@ -175,3 +175,14 @@ def test_a_streamed_task_sentence_is_embedded_once(tiny_model, monkeypatch):
         _, state = tiny_model.score_step(frame, "open the door", state)
     tiny_model.score_batch([random_frames(3, seed=4)] * 2, ["open the door", "close the door"])
     assert calls == [["open the door"], ["close the door"]]
+
+
+def test_info_nce_shares_the_positive_among_videos_of_one_task():
+    from rewards.liv.model import info_nce
+
+    text = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    captions = text[[0, 0, 1, 1]]  # four videos of two tasks, each image at its caption
+    same_task = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
+    scale = torch.tensor(np.log(100.0))
+    assert info_nce(captions, captions, scale) == pytest.approx(np.log(2), abs=0.05)  # a twin caption as negative
+    assert info_nce(captions, captions, scale, same_task) == pytest.approx(0.0, abs=0.05)
