@@ -153,6 +153,11 @@ def task_content(task: str) -> tuple[str, ...]:
     return tuple(word for word in re.findall(r"[a-z0-9]+", task.lower()) if word not in ARTICLES)
 
 
+def task_key(row: dict) -> frozenset:
+    """What a row's caption asks, whatever its wording: the content words of its task and its paraphrases."""
+    return frozenset(task_content(text) for text in [row["task"], *row.get("paraphrases", ())])
+
+
 def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
     """For each plain success, another task of the same env (content unlike the task's and its paraphrases'),
     picked with a fixed seed."""
@@ -162,7 +167,7 @@ def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
     rng = np.random.default_rng(0)
     wrong = {}
     for i, row in enumerate(rows):
-        same = {task_content(t) for t in [row["task"], *row.get("paraphrases", ())]}
+        same = task_key(row)
         others = sorted(t for t in tasks_by_env[row.get("env")] if task_content(t) not in same)
         if _is_plain_success(row) and others:
             wrong[i] = others[rng.integers(len(others))]

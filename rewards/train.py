@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rewards.checkpoint import save_checkpoint
-from rewards.evaluate import evaluate, task_content
+from rewards.evaluate import evaluate, task_key
 from rewards.liv.load import load_critic
 from rewards.liv.model import LIVConfig, LIVCritic, liv_loss
 from rewards.liv.reward import LIVReward
@@ -71,11 +71,6 @@ def load_videos(directory: str, split: str) -> list[dict]:
     rows = [r for r in read_manifest(directory) if r.get("split", "train") == split]
     return [{"frames": decode_video(r["path"]), "task": r["task"], "success": bool(r["success"]), "env": r.get("env"),
              "task_key": task_key(r)} for r in tqdm(rows, desc=f"decode {split}", leave=False)]
-
-
-def task_key(row: dict) -> frozenset:
-    """What a row's caption asks, whatever its wording: the content words of its task and its paraphrases."""
-    return frozenset(task_content(text) for text in [row["task"], *row.get("paraphrases", ())])
 
 
 def sample_liv_batch(videos: list[dict], batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:

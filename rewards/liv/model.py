@@ -127,13 +127,14 @@ def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.T
     e_start, e_goal, e_t, e_next, e_end = embeddings.unbind(1)
     e_text = critic.encode_text(sentence_features)
     gamma = critic.config.gamma
+    logit_scale = critic.logit_scale if critic.config.learn_temperature else None
     losses = {
-        "info_nce": info_nce(e_end, e_text, getattr(critic, "logit_scale", None), same_task),
+        "info_nce": info_nce(e_end, e_text, logit_scale, same_task),
         "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma, critic.config.num_negatives),
         "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma, critic.config.num_negatives),
     }
     total = sum(losses.values())
     metrics = {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
-    if critic.config.learn_temperature:
-        metrics["temperature"] = float(1 / critic.logit_scale.exp())
+    if logit_scale is not None:
+        metrics["temperature"] = float(1 / logit_scale.exp())
     return total, metrics
