@@ -10,12 +10,13 @@ import contextlib
 import io
 import math
 import re
+from collections import deque
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids)
 import numpy as np
 from minigrid.core.actions import Actions
-from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, PickupInstr
+from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, OpenInstr, PickupInstr
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
 from envs.episode import Episode, first_success, record
@@ -82,7 +83,8 @@ class BabyAIEnv(gym.Wrapper):
         return np.concatenate([image, np.eye(4, dtype=np.float32)[obs["direction"]]])
 
     def _info(self, info: dict, success: bool) -> dict:
-        return {**info, "frame": self.render_frame(), "mission": self.unwrapped.mission, "success": bool(success)}
+        return {**info, "frame": self.render_frame(), "mission": self.unwrapped.mission, "success": bool(success),
+                "distance": remaining_path(self.unwrapped)}
 
     def render_frame(self) -> np.ndarray:
         """Top-down RGB view without the agent-view highlight: uint8 [render_size, render_size, 3]."""
@@ -93,6 +95,43 @@ class BabyAIEnv(gym.Wrapper):
         rows = np.arange(self.render_size) * frame.shape[0] // self.render_size
         cols = np.arange(self.render_size) * frame.shape[1] // self.render_size
         return frame[rows][:, cols]
+
+
+def remaining_path(env) -> int | None:
+    """Moves the agent still needs to stand next to its mission's object (breadth-first over cells it can cross):
+    the bot's remaining path, without the final turn. None for missions with no single object to reach (put
+    next, sequences) or when no matching object is reachable."""
+    instrs = env.instrs
+    if not isinstance(instrs, (GoToInstr, PickupInstr, OpenInstr)):
+        return None
+    if isinstance(instrs, PickupInstr) and env.carrying is not None and env.carrying in instrs.desc.obj_set:
+        return 0
+    targets = set(map(tuple, instrs.desc.obj_poss))
+    goals = {(x + dx, y + dy) for x, y in targets for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))}
+    start = tuple(env.agent_pos)
+    seen, frontier = {start: 0}, deque([start])
+    while frontier:
+        cell = frontier.popleft()
+        if cell in goals:
+            return seen[cell]
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nxt = (cell[0] + dx, cell[1] + dy)
+            if nxt in seen or not (0 <= nxt[0] < env.width and 0 <= nxt[1] < env.height):
+                continue
+            obj = env.grid.get(*nxt)
+            if obj is None or obj.can_overlap() or (obj.type == "door" and obj.is_open):
+                seen[nxt] = seen[cell] + 1
+                frontier.append(nxt)
+    return None
+
+
+def path_progress(distances: list[int | None]) -> np.ndarray | None:
+    """Per-frame progress in [0, 1] from the remaining path: 1 − d_t / d_0 (1 throughout when it starts there);
+    None when any frame has no distance."""
+    if any(d is None for d in distances):
+        return None
+    d = np.asarray(distances, np.float32)
+    return np.ones_like(d) if d[0] == 0 else np.clip(1 - d / d[0], 0, 1)
 
 
 def make_env(task: str, seed: int | None = None, render_size: int = 64) -> gym.Env:
@@ -133,7 +172,8 @@ def rollout(
     but with probability `action_noise`, default 0.8, a random move instead), "other_task" (the expert of another
     instruction in the same scene, `other_task`, until it completes that one; "random" where the scene has no
     other object). `attempt` > 0 draws the policy's randomness anew in the same scene. Stops at termination,
-    truncation or after `max_steps` actions. BabyAI has no ground-truth progress.
+    truncation or after `max_steps` actions. `progress` is 1 − (remaining path / initial path) to the mission's
+    object (`remaining_path`), reaching 1 on success; None for missions without a single object to reach.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(POLICIES)}")
@@ -170,5 +210,9 @@ def rollout(
     frames, states, actions, infos = record(env, seed, make_policy, max_steps)
     env.close()
     success_step = first_success(infos)
+    progress = path_progress([info["distance"] for info in infos])
+    if progress is not None and success_step is not None:
+        progress[success_step:] = 1.0
     return Episode(np.stack(frames), np.stack(states), np.array(actions, dtype=np.int64), infos[-1]["mission"],
-                   success_step is not None, level_name(task), seed, policy, success_step, performed=performed)
+                   success_step is not None, level_name(task), seed, policy, success_step, progress=progress,
+                   performed=performed)

@@ -1,12 +1,16 @@
 """Reward quality without RL (design §4.5): score held-out videos and measure how well the reward orders them.
 
     report = evaluate(rewards.load_model("babyai-liv"), "data/babyai", split="test")
-    report["voc"], report["auroc_return"], report["paraphrase"], report["hard_negatives"]
+    report["voc"], report["auroc_return"], report["paraphrase"], report["over_reward"]["all"]
 
 Text-goal models (LIV, VLC, CLIP goal-baseline) are judged on the dataset's videos with their own task:
 VOC on successes, success-vs-failure AUROC of the return and of the final value, Pearson correlation with
-the manifest's per-frame progress, the return's change under reworded tasks, and how often a video scores
-higher for its own task than for another one. Demo-goal models (ORCA and the frame-level matchers) get an
+the manifest's per-frame progress, the return's change under reworded tasks, and how often a success scores
+higher for its own task than for another one (`own_task`).
+`voc_15` is VOC on the GVL/TOPReward protocol: each success cut to 15 evenly spaced frames and scored as that
+clip (published: TOPReward 0.857 on Open X-Embodiment, GVL 0.54).
+`over_reward` audits videos that must earn less than a success (target ≥ 0.95 each): it stalls near the start,
+loops without finishing, plays backwards, or is another task's success scored with this task. Demo-goal models (ORCA and the frame-level matchers) get an
 expert success as the demo and are judged on the order they give time-warped copies of it versus failures.
 `vlreward eval` wraps this and writes report.json plus PNGs (vlreward/plot.py).
 """
@@ -48,12 +52,15 @@ class Args:
 
 @dataclass
 class _Job:
-    """One (video, goal) pair to score; `frames` is None for a manifest video not decoded yet."""
+    """One (video, goal) pair to score: row `row`'s video, or `view` of it (a clip or probe) when given.
+
+    A view is made only once the row is decoded, so probes cost no memory beyond their scoring batch.
+    """
 
     row: int
     goal: object
     tag: str
-    frames: np.ndarray | None = None
+    view: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def evaluate(model: RewardModel, data: str | Path | Iterable[dict], split: str = "test", *, max_videos: int = 0,
@@ -101,7 +108,11 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
         notes.append("paraphrase: skipped, the manifest has no `paraphrases` and no paraphrase source was given")
     wrong = _wrong_tasks(rows)
     if not wrong:
-        notes.append("wrong_task: skipped, the rows hold only one distinct task")
+        notes.append("own_task: skipped, the rows hold only one distinct task")
+    successes = [i for i, row in enumerate(rows) if _is_plain_success(row)]
+    other = _other_successes(rows, successes)
+    if successes and not other:
+        notes.append("over_reward.other_success: skipped, no success of another task")
 
     jobs = []
     for i, row in enumerate(rows):
@@ -111,21 +122,29 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
             jobs.append(_Job(i, wrong[i], "wrong_task"))
         if _is_hard_negative(row):
             jobs.append(_Job(i, row["performed"], "performed"))
+    for i in successes:
+        jobs.append(_Job(i, rows[i]["task"], "clip_15", view=even_clip))
+        jobs += [_Job(i, rows[i]["task"], f"probe:{name}", view=make) for name, make in OVER_REWARD_PROBES.items()]
+    jobs += [_Job(j, rows[i]["task"], f"task_of:{i}") for i, j in other.items()]  # j's video, i's task
     scores = _score_jobs(model, rows, jobs, batch_size, progress)
     own = [scores[i, "task"] for i in range(len(rows))]
 
+    own_task = _ranked_pairs([(scores[i, "task"], scores[i, "wrong_task"]) for i in wrong])
     success = np.array([bool(row["success"]) for row in rows])
     returns = np.array([s.episode_return for s in own])
     finals = np.array([float(s.values[-1]) for s in own])
     report = {
         "successes": int(success.sum()), "failures": int((~success).sum()),
         "return_success_mean": _mean(returns[success]), "return_failure_mean": _mean(returns[~success]),
-        "voc": _mean([value_order_correlation(s.values) for s, row in zip(own, rows) if _is_plain_success(row)]),
+        "voc": _mean([value_order_correlation(own[i].values) for i in successes]),
+        "voc_15": _mean([value_order_correlation(scores[i, "clip_15"].values) for i in successes]),
         **_separation(returns, finals, success, [_kind(row) for row in rows]),
         "progress_pearson": _progress_pearson(rows, own, notes),
         "paraphrase": _paraphrase_change(reworded, scores),
-        "wrong_task": _ranked_pairs([(scores[i, "task"], scores[i, "wrong_task"]) for i in wrong]),
+        "own_task": own_task,
+        "wrong_task": own_task,  # the old name of own_task, still read by rewards/train.py and bench/
         "hard_negatives": _hard_negatives(rows, scores, notes),
+        "over_reward": _over_reward(successes, other, scores),
     }
     records = [_record(row, s, _kind(row)) for row, s in zip(rows, own)]
     return {**report, "notes": notes, "records": records,
@@ -158,20 +177,40 @@ def task_key(row: dict) -> frozenset:
     return frozenset(task_content(text) for text in [row["task"], *row.get("paraphrases", ())])
 
 
+def _asks_otherwise(key: frozenset, task: str) -> bool:
+    """Whether `task` asks something else than a row with task_key `key` (neither its task nor a paraphrase)."""
+    return task_content(task) not in key
+
+
 def _wrong_tasks(rows: list[dict]) -> dict[int, str]:
-    """For each plain success, another task of the same env (content unlike the task's and its paraphrases'),
-    picked with a fixed seed."""
+    """For every plain success, another task, picked with a fixed seed: one of its env's (the harder contrast),
+    or of the other envs' when its env has no other task."""
     tasks_by_env = defaultdict(set)
     for row in rows:
         tasks_by_env[row.get("env")].add(row["task"])
+    every_task = set().union(*tasks_by_env.values())
     rng = np.random.default_rng(0)
     wrong = {}
     for i, row in enumerate(rows):
-        same = task_key(row)
-        others = sorted(t for t in tasks_by_env[row.get("env")] if task_content(t) not in same)
+        key = task_key(row)
+        others = (sorted(t for t in tasks_by_env[row.get("env")] if _asks_otherwise(key, t))
+                  or sorted(t for t in every_task if _asks_otherwise(key, t)))
         if _is_plain_success(row) and others:
             wrong[i] = others[rng.integers(len(others))]
     return wrong
+
+
+def _other_successes(rows: list[dict], successes: list[int]) -> dict[int, int]:
+    """For each success, the next success (in row order, wrapping round) of another task: its video, scored with
+    this success's task, must earn less than this success."""
+    keys = {i: task_key(rows[i]) for i in successes}
+    other = {}
+    for k, i in enumerate(successes):
+        after = successes[k + 1:] + successes[:k]
+        j = next((j for j in after if _asks_otherwise(keys[i], rows[j]["task"])), None)
+        if j is not None:
+            other[i] = j
+    return other
 
 
 def _kind(row: dict) -> str:
@@ -217,12 +256,23 @@ def _paraphrase_change(reworded: dict, scores: dict) -> dict | None:
             "median_abs_change": float(np.median(np.abs(changed - original)))}
 
 
-def _ranked_pairs(pairs: list[tuple[Score, Score]]) -> dict | None:
-    """Fraction of (true, wrong) score pairs where the true one has the higher return."""
+def _ranked_pairs(pairs: list[tuple[Score, Score]], name: str = "ranked_correctly") -> dict | None:
+    """Fraction of (true, wrong) score pairs where the true one has the strictly higher return."""
     if not pairs:
         return None
     correct = [true.episode_return > wrong.episode_return for true, wrong in pairs]
-    return {"pairs": len(pairs), "ranked_correctly": float(np.mean(correct))}
+    return {"pairs": len(pairs), name: float(np.mean(correct))}
+
+
+def _over_reward(successes, other, scores) -> dict | None:
+    """Per probe, how often it earns strictly less than the success it was made from (for other_success: than
+    the success whose task it was scored with); `all` pools every probe's pairs."""
+    if not successes:
+        return None
+    pairs = {name: [(scores[i, "task"], scores[i, f"probe:{name}"]) for i in successes] for name in OVER_REWARD_PROBES}
+    pairs["other_success"] = [(scores[i, "task"], scores[j, f"task_of:{i}"]) for i, j in other.items()]
+    pooled = _ranked_pairs([pair for some in pairs.values() for pair in some], "below_success")
+    return {"all": pooled["below_success"], **{name: _ranked_pairs(some, "below_success") for name, some in pairs.items()}}
 
 
 def _hard_negatives(rows, scores, notes) -> dict | None:
@@ -242,13 +292,45 @@ def _hard_negatives(rows, scores, notes) -> dict | None:
     return {"same_video": same_video, "vs_scene_success": _ranked_pairs(in_scene)}
 
 
-# ---------------------------------------------------------------- demo goals
+# ---------------------------------------------------------------- videos made from a video
+
+
+def even_clip(frames: np.ndarray, count: int = 15) -> np.ndarray:
+    """`count` frames spread evenly over a video [T, H, W, 3] (all T when fewer): the clip GVL and TOPReward score,
+    so a model with temporal context is judged on what it would see under their protocol."""
+    if len(frames) < count:
+        return frames
+    return frames[np.linspace(0, len(frames) - 1, count).round().astype(int)]
+
+
+def stalled(frames: np.ndarray) -> np.ndarray:
+    """Stuck near the start: the first fifth of a video [T, H, W, 3], then its last frame held to length T."""
+    return frames[np.minimum(np.arange(len(frames)), max(1, len(frames) // 5) - 1)]
+
+
+def looped(frames: np.ndarray) -> np.ndarray:
+    """Busy but never done: frames 0..T//2, back to 0, and forward to T//2 again (about 1.5 T frames)."""
+    half = np.arange(len(frames) // 2 + 1)
+    return frames[np.concatenate([half, half[-2::-1], half[1:]])]
+
+
+def backwards(frames: np.ndarray) -> np.ndarray:
+    """The video played in reverse (a copy: models may need positive strides)."""
+    return frames[::-1].copy()
+
+
+# Videos made from a success that a reward must pay less than the success itself (over_reward in evaluate()).
+OVER_REWARD_PROBES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "stall": stalled, "loop": looped, "reversed": backwards}
 
 
 def time_warps(demo: np.ndarray) -> dict[str, np.ndarray]:
     """Copies of a demo [N, H, W, 3] at other speeds: every frame twice (0.5x) and every other frame (2x)."""
     fast = demo[::2] if (len(demo) - 1) % 2 == 0 else np.concatenate([demo[::2], demo[-1:]])
     return {"slow_0.5x": np.repeat(demo, 2, axis=0), "fast_2x": fast}
+
+
+# ---------------------------------------------------------------- demo goals
 
 
 def replayed_demo(row: dict, frames: np.ndarray) -> np.ndarray | None:
@@ -345,7 +427,8 @@ def _score_jobs(model, rows, jobs, batch_size, progress) -> dict[tuple[int, str]
                       unit_scale=batch_size):
         chunk = [job for i in order[start:start + batch_size] for job in by_row[i]]
         frames = {i: _load(rows[i]) for i in order[start:start + batch_size]}
-        results = model.score_batch([frames[job.row] for job in chunk], [job.goal for job in chunk])
+        videos = [job.view(frames[job.row]) if job.view else frames[job.row] for job in chunk]
+        results = model.score_batch(videos, [job.goal for job in chunk])
         scores.update({(job.row, job.tag): score for job, score in zip(chunk, results)})
     return scores
 
@@ -378,16 +461,18 @@ def summary(report: dict) -> str:
     def show(value):
         return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    keys = ["videos", "successes", "failures", "demos", "voc", "auroc_return", "auroc_final_value",
+    keys = ["videos", "successes", "failures", "demos", "voc", "voc_15", "auroc_return", "auroc_final_value",
             "progress_pearson"]
     lines = [f"{key:24} {show(report[key])}" for key in keys if key in report]
     if report.get("paraphrase"):
         lines.append(f"{'paraphrase change':24} {show(report['paraphrase']['relative_change'])}")
-    if report.get("wrong_task"):
-        lines.append(f"{'wrong task ranked below':24} {show(report['wrong_task']['ranked_correctly'])}")
+    if report.get("own_task"):
+        lines.append(f"{'own task beats another':24} {show(report['own_task']['ranked_correctly'])}")
     for name, result in (report.get("hard_negatives") or {}).items():
         if result:
             lines.append(f"{'hard neg. ' + name:24} {show(result['ranked_correctly'])}")
+    for name, result in (report.get("over_reward") or {}).items():  # "all" (a fraction), then each probe
+        lines.append(f"{'over-reward ' + name:24} {show(result['below_success'] if result and name != 'all' else result)}")
     for kind, result in report.get("time_warp", {}).items():
         lines.append(f"{kind + ' above failures':24} {show(result['ranked_above_failures'])}")
     return "\n".join(lines + [f"note: {note}" for note in report["notes"]])
