@@ -65,7 +65,7 @@ def row(label: str, report: dict) -> dict:
         "model": label, "goal": "/".join(report["goal_kinds"]), "videos": report["videos"],
         "VOC": report.get("voc"), "AUROC return": report.get("auroc_return"),
         "AUROC final": report.get("auroc_final_value"),
-        "own task first": (report.get("wrong_task") or {}).get("ranked_correctly"),
+        "own task first": (report.get("own_task") or {}).get("ranked_correctly"),
         "hard negatives": hard.get("ranked_correctly"),
         "paraphrase change": (report.get("paraphrase") or {}).get("relative_change"),
         "2x warp > failures": (warp.get("fast_2x") or warp.get("warp_2.0x") or {}).get("ranked_above_failures"),

@@ -10,8 +10,9 @@ higher for its own task than for another one (`own_task`).
 `voc_15` is VOC on the GVL/TOPReward protocol: each success cut to 15 evenly spaced frames and scored as that
 clip (published: TOPReward 0.857 on Open X-Embodiment, GVL 0.54).
 `over_reward` audits videos that must earn less than a success (target ≥ 0.95 each): it stalls near the start,
-loops without finishing, plays backwards, or is another task's success scored with this task. Demo-goal models (ORCA and the frame-level matchers) get an
-expert success as the demo and are judged on the order they give time-warped copies of it versus failures.
+loops without finishing, plays backwards, or is another task's success scored with this task.
+Demo-goal models (ORCA and the frame-level matchers) get an expert success as the demo and are judged on the
+order they give time-warped copies of it versus failures.
 `vlreward eval` wraps this and writes report.json plus PNGs (vlreward/plot.py).
 """
 
@@ -142,7 +143,6 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
         "progress_pearson": _progress_pearson(rows, own, notes),
         "paraphrase": _paraphrase_change(reworded, scores),
         "own_task": own_task,
-        "wrong_task": own_task,  # the old name of own_task, still read by rewards/train.py and bench/
         "hard_negatives": _hard_negatives(rows, scores, notes),
         "over_reward": _over_reward(successes, other, scores),
     }
@@ -272,7 +272,8 @@ def _over_reward(successes, other, scores) -> dict | None:
     pairs = {name: [(scores[i, "task"], scores[i, f"probe:{name}"]) for i in successes] for name in OVER_REWARD_PROBES}
     pairs["other_success"] = [(scores[i, "task"], scores[j, f"task_of:{i}"]) for i, j in other.items()]
     pooled = _ranked_pairs([pair for some in pairs.values() for pair in some], "below_success")
-    return {"all": pooled["below_success"], **{name: _ranked_pairs(some, "below_success") for name, some in pairs.items()}}
+    by_probe = {name: _ranked_pairs(some, "below_success") for name, some in pairs.items()}
+    return {"all": pooled["below_success"], **by_probe}
 
 
 def _hard_negatives(rows, scores, notes) -> dict | None:
@@ -471,8 +472,9 @@ def summary(report: dict) -> str:
     for name, result in (report.get("hard_negatives") or {}).items():
         if result:
             lines.append(f"{'hard neg. ' + name:24} {show(result['ranked_correctly'])}")
-    for name, result in (report.get("over_reward") or {}).items():  # "all" (a fraction), then each probe
-        lines.append(f"{'over-reward ' + name:24} {show(result['below_success'] if result and name != 'all' else result)}")
+    for name, result in (report.get("over_reward") or {}).items():  # "all" is a fraction; each probe a dict
+        value = result if name == "all" else (result or {}).get("below_success")
+        lines.append(f"{'over-reward ' + name:24} {show(value)}")
     for kind, result in report.get("time_warp", {}).items():
         lines.append(f"{kind + ' above failures':24} {show(result['ranked_above_failures'])}")
     return "\n".join(lines + [f"note: {note}" for note in report["notes"]])

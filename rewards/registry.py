@@ -11,6 +11,7 @@ from rewards.clip.load import load_clip_goal_baseline, load_liv_openai
 from rewards.checkpoint import CONFIG_FILE
 from rewards.liv.load import load_liv
 from rewards.orca.load import load_orca
+from rewards.progress.load import load_progress
 from rewards.vlc.load import load_vlc
 
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -20,6 +21,7 @@ LOADERS = {
     "liv_clip": load_liv_openai,
     "vlc": load_vlc,
     "orca": load_orca,
+    "progress": load_progress,
     "clip_goal_baseline": load_clip_goal_baseline,
 }
 

@@ -27,6 +27,7 @@ from rewards.liv.load import load_critic
 from rewards.liv.model import LIVConfig, LIVCritic, liv_loss
 from rewards.liv.reward import LIVReward
 from rewards.preprocess import preprocess_frames
+from rewards.progress.train import train_progress
 from rewards.text import shared_minilm
 from rewards.video import decode_video, read_manifest
 from rewards.vlc.load import load_vlc_critic
@@ -41,15 +42,20 @@ class Args:
 
     data: str = arg("data/babyai", "dataset directory with manifest.jsonl and videos")
     out: str = arg("", "checkpoint directory to write, config.json + model.safetensors (empty: runs/<objective>)")
-    objective: str = arg("liv", "training objective (and critic)", choices=["liv", "vlc"])
+    objective: str = arg("liv", "training objective (and critic): liv and vlc train a small CNN on pixels; progress "
+                                "a head on a frozen pretrained tower's cached features", choices=["liv", "vlc", "progress"])
+    backbone: str = arg("efficientnet-lite0", "progress: the frozen pretrained image tower (rewards/backbones.py)")
+    progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence and "
+                                                         "rewound examples per batch")
     init: str = arg("", "checkpoint directory of the same objective to fine-tune from (empty: random init)")
     steps: int = arg(1500, "gradient steps")
     batch_size: int = arg(32, "videos per step")
     lr: float = arg(3e-4, "Adam learning rate (1e-4..3e-4 from scratch, 1e-5 to fine-tune)")
     num_negatives: int = arg(0, "LIV: extra shuffled-transition negatives in the VIP terms")
     learn_temperature: bool = arg(True, "LIV: learn the InfoNCE temperature (CLIP's); off: raw cosines, as the reference")
-    embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width)")
-    image_size: int = arg(64, "side of the square frames the image encoder sees")
+    embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width; "
+                              "progress: the head's width)")
+    image_size: int = arg(64, "side of the square frames the image encoder sees (progress: the tower's input, e.g. 128)")
     cut_fraction: float = arg(0.0, "VLC: share of sampled successes cut short and used as failures (early stops)")
     layers: int = arg(2, "VLC: transformer layers")
     heads: int = arg(4, "VLC: attention heads")
@@ -135,6 +141,8 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, shift: int, jitter
 
 
 def main(args: Args) -> Path:
+    if args.objective == "progress":
+        return train_progress(args, command_line())
     # --- seeding ---
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -213,7 +221,7 @@ def main(args: Args) -> Path:
         report = evaluate(reward, val_rows, split="all", progress=False)
         critic.train()
         return {"val_loss": float(np.mean(losses)), "val_voc": report["voc"], "val_auroc": report["auroc_return"],
-                "val_wrong_task": (report["wrong_task"] or {}).get("ranked_correctly")}
+                "val_own_task": (report["own_task"] or {}).get("ranked_correctly")}
 
     def save(step: int) -> Path:
         directory = save_checkpoint(critic, out, extra={"trained_with": command_line(), "steps": step,

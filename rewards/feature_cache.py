@@ -1,0 +1,60 @@
+"""Per-frame features of a dataset's videos from a frozen tower, computed once and cached on disk.
+
+Heads on a frozen tower train on these features instead of pixels, so thousands of episodes and many epochs fit
+a CPU. The cache lives in `<dataset>/features/<tower>-<weights digest>-<frame size>/<video stem>.npy` (float16
+[T, C, h, w]): another tower, other weights or another frame size miss it; the same ones hit it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rewards.backbones import ImageTower
+from rewards.preprocess import preprocess_frames
+from rewards.video import decode_video
+
+
+def cache_dir(dataset: str | Path, tower: ImageTower, image_size: int) -> Path:
+    """Where features of `tower` (by name and weights digest) at `image_size` px are kept for `dataset`."""
+    return Path(dataset) / "features" / f"{tower.spec.name}-{tower.digest}-{image_size}"
+
+
+@torch.no_grad()
+def tower_features(tower: ImageTower, frames: np.ndarray, image_size: int, device: str = "cpu") -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> feature maps float32 [T, C, h, w] with the tower's own preprocessing."""
+    spec = tower.spec
+    return tower(preprocess_frames(frames, image_size, spec.mean, spec.std, spec.interpolation, device))
+
+
+def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, image_size: int,
+                     device: str = "cpu", batch_frames: int = 256, progress: bool = True) -> list[np.ndarray]:
+    """Each row's video as cached features float16 [T, C, h, w], computing (with a progress bar) only the missing.
+
+    Short videos are batched together up to `batch_frames` frames per forward pass. Returns them in row order.
+    """
+    directory = cache_dir(dataset, tower, image_size)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{Path(row['path']).stem}.npy" for row in rows]
+    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        features = tower_features(tower, np.concatenate([f for _, f in pending]), image_size, device)
+        for (i, _), chunk in zip(pending, features.split([len(f) for _, f in pending])):
+            partial = paths[i].with_suffix(".tmp.npy")
+            np.save(partial, chunk.half().cpu().numpy())
+            os.replace(partial, paths[i])  # a stopped run never leaves a truncated cache entry
+        pending.clear()
+
+    for i in tqdm(missing, desc=f"features {directory.name}", disable=not progress or not missing):
+        pending.append((i, decode_video(Path(dataset) / rows[i]["path"])))
+        if sum(len(f) for _, f in pending) >= batch_frames:
+            flush()
+    if pending:
+        flush()
+    return [np.load(path) for path in paths]

@@ -1,0 +1,42 @@
+"""Loading progress critics: config.json + model.safetensors holding the head only; the tower is the installed one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from rewards.backbones import load_backbone
+from rewards.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from rewards.errors import InvalidCheckpointError
+from rewards.progress.model import ProgressConfig, ProgressCritic
+from rewards.progress.reward import ProgressReward
+from rewards.text import shared_minilm
+
+
+def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[ProgressCritic, str]:
+    """The head saved in `directory` on the installed tower; InvalidCheckpointError if the tower's weights are not
+    the ones the head was trained on. Returns the critic and the head weights' digest (its version)."""
+    directory = Path(directory)
+    try:
+        config = ProgressConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        tower = load_backbone(config.backbone, device)
+        if config.backbone_digest and config.backbone_digest != tower.digest:
+            raise ValueError(f"trained on {config.backbone} weights {config.backbone_digest}, installed {tower.digest}")
+        critic = ProgressCritic(config, tower)
+        weights = directory / WEIGHTS_FILE
+        critic.head.load_state_dict(load_file(str(weights)))
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as error:
+        raise InvalidCheckpointError(f"cannot load progress critic {directory}: {error}") from None
+    return critic, hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+
+
+def load_progress(name: str, directory: str | Path, device: str = "cpu") -> ProgressReward:
+    """A progress critic from disk behind the RewardModel protocol."""
+    critic, digest = load_progress_critic(directory, device)
+    if critic.config.text_backbone != "all-minilm-l6-v2":
+        raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
+    return ProgressReward(name, critic, shared_minilm(), version=digest, device=device)

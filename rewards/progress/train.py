@@ -1,0 +1,153 @@
+"""Train a progress critic's head on cached tower features (called by rewards/train.py for `--objective progress`).
+
+Each batch mixes three kinds of (first frame, current frame, sentence) -> target examples:
+- own: a video's frame with its task (or a paraphrase) and its progress label (`progress_targets`);
+- mismatched: a successful video's frame with another task's sentence, target 0 (the reward must read the task);
+- rewound: a success played backwards from its last frame (the first frame is the success's end), target 0
+  (undoing a task is not progress).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rewards.backbones import backbone_spec, load_backbone
+from rewards.checkpoint import save_checkpoint
+from rewards.evaluate import task_key
+from rewards.feature_cache import dataset_features
+from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
+from rewards.text import shared_minilm
+from rewards.video import read_manifest
+
+KINDS = ("own", "mismatched", "rewound")
+
+
+def progress_targets(row: dict, num_frames: int) -> np.ndarray | None:
+    """Per-frame progress labels [T] in [0, 1], or None where a row has none.
+
+    Successes: time along the recording (ReWiND's label), read through `source_frames` for time-warped replays, so
+    a pause holds its progress. Failures: the manifest's `progress` (Meta-World: the share of the object-to-target
+    distance closed; BabyAI: of the path to the mission's object), which stays low when nothing is achieved.
+    """
+    if row["success"]:
+        source = np.asarray(row.get("source_frames") or np.arange(num_frames), np.float32)
+        return source / max(float(source.max()), 1.0)
+    if row.get("progress") is not None:
+        return np.asarray(row["progress"], np.float32)[:num_frames]
+    return None
+
+
+class ProgressBatches:
+    """Draws batches of the three example kinds from one split's cached features."""
+
+    def __init__(self, rows: list[dict], features: list[np.ndarray], sentence_features: dict[str, torch.Tensor],
+                 shares: tuple[float, float, float], task_sentences: dict[frozenset, list[str]]):
+        """`task_sentences`: every task of the dataset (by `task_key`) -> its wordings, for mismatched examples."""
+        self.rows, self.features, self.sentence_features = rows, features, sentence_features
+        self.targets = [progress_targets(row, len(f)) for row, f in zip(rows, features)]
+        self.labelled = [i for i, t in enumerate(self.targets) if t is not None]
+        self.successes = [i for i, row in enumerate(rows) if row["success"]]
+        if not self.successes:
+            raise ValueError("the split has no successful videos")
+        self.shares = np.asarray(shares) / sum(shares)
+        self.other_tasks = [[texts for key, texts in task_sentences.items() if key != task_key(row)] for row in rows]
+        if self.shares[KINDS.index("mismatched")] > 0 and not all(self.other_tasks[i] for i in self.successes):
+            raise ValueError("mismatched examples need at least two tasks in the dataset")
+
+    @staticmethod
+    def _pick(options: list, rng: np.random.Generator):
+        return options[rng.integers(len(options))]
+
+    def _sentence(self, row: dict, rng: np.random.Generator) -> str:
+        return self._pick([row["task"], *(row.get("paraphrases") or [])], rng)
+
+    def _frame(self, i: int, rng: np.random.Generator, last_share: float = 0.25) -> int:
+        """A random frame, the last one a quarter of the time (where successes and failures differ most)."""
+        length = len(self.features[i])
+        return length - 1 if rng.random() < last_share else int(rng.integers(length))
+
+    def draw(self, batch_size: int, rng: np.random.Generator, device: str):
+        """-> start [B, C, h, w], now [B, C, h, w], sentence [B, D], target [B] (float tensors on `device`)."""
+        starts, nows, sentences, targets = [], [], [], []
+        for kind in rng.choice(len(KINDS), size=batch_size, p=self.shares):
+            if KINDS[kind] == "own":
+                i = self.labelled[rng.integers(len(self.labelled))]
+                t = self._frame(i, rng)
+                start, target, sentence = 0, float(self.targets[i][t]), self._sentence(self.rows[i], rng)
+            else:
+                i = self.successes[rng.integers(len(self.successes))]
+                t, target = self._frame(i, rng), 0.0
+                if KINDS[kind] == "mismatched":
+                    start, sentence = 0, self._pick(self._pick(self.other_tasks[i], rng), rng)
+                else:  # rewound: from the success's end back towards its start
+                    start, t = len(self.features[i]) - 1, int(rng.integers(len(self.features[i])))
+                    sentence = self._sentence(self.rows[i], rng)
+            starts.append(self.features[i][start])
+            nows.append(self.features[i][t])
+            sentences.append(self.sentence_features[sentence])
+            targets.append(target)
+        as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device).float()  # noqa: E731
+        return as_tensor(starts), as_tensor(nows), torch.stack(sentences).to(device), torch.tensor(targets, device=device)
+
+
+def train_progress(args, command_line: str) -> Path:
+    """Train the head (see the module docstring); keeps the checkpoint with the lowest validation loss."""
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    rows = read_manifest(args.data)
+    spec = backbone_spec(args.backbone)
+    tower = load_backbone(args.backbone, args.device)
+    features = dataset_features(args.data, rows, tower, args.image_size, args.device)
+    texts = sorted({text for row in rows for text in [row["task"], *(row.get("paraphrases") or [])]})
+    sentence_features = dict(zip(texts, shared_minilm().to(args.device)(texts).cpu()))
+
+    task_sentences: dict[frozenset, list[str]] = {}
+    for row in rows:
+        task_sentences.setdefault(task_key(row), [row["task"], *(row.get("paraphrases") or [])])
+
+    def split(name: str) -> ProgressBatches:
+        chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == name]
+        return ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
+                               tuple(args.progress_shares), task_sentences)
+
+    train, val = split("train"), split("val")
+    config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
+                            mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
+                            feature_channels=spec.channels, feature_side=features[0].shape[-1], hidden=args.embed_dim)
+    head = ProgressHead(config).to(args.device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
+    val_draw = np.random.default_rng(args.seed + 1)
+    val_batches = [val.draw(args.batch_size, val_draw, args.device) for _ in range(8)]
+    out = Path(args.out or "runs/progress")
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out / "train_log.jsonl").open("w")
+    best, started = float("inf"), time.time()
+    eval_every = args.eval_every or 250
+    progress = tqdm(range(1, args.steps + 1), desc="train progress")
+    for step in progress:
+        head.train()
+        loss, metrics = progress_loss(head, *train.draw(args.batch_size, rng, args.device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        record = {"step": step, "seconds": round(time.time() - started, 1), **metrics}
+        if step % eval_every == 0 or step == args.steps:
+            head.eval()
+            with torch.no_grad():
+                record["val_loss"] = float(np.mean([progress_loss(head, *batch)[0].item() for batch in val_batches]))
+            if record["val_loss"] < best:
+                best = record["val_loss"]
+                save_checkpoint(head, out, extra={"trained_with": command_line, "steps": step, "dataset": str(args.data),
+                                                  "val_loss": round(best, 5)})
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{record['val_loss']:.3f}")
+        if step % args.log_every == 0 or "val_loss" in record:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    log.close()
+    return out
