@@ -116,7 +116,8 @@ def train_progress(args, command_line: str) -> Path:
         return ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
                                tuple(args.progress_shares), task_sentences)
 
-    train, val = split("train"), split("val")
+    has_val = any(row["success"] and row.get("split") == "val" for row in rows)  # a tiny set may have none
+    train, val = split("train"), split("val" if has_val else "train")
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
                             feature_channels=spec.channels, feature_side=features[0].shape[-1], hidden=args.embed_dim)

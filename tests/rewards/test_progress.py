@@ -1,0 +1,183 @@
+"""The frozen pretrained tower, the feature cache and the progress critic (rewards/progress)."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+import rewards
+from envs.generate import Args as DataArgs
+from envs.generate import generate
+from rewards.backbones import ImageTower, load_backbone
+from rewards.checkpoint import save_checkpoint
+from rewards.evaluate import task_key
+from rewards.feature_cache import cache_dir, dataset_features
+from rewards.metrics import value_order_correlation
+from rewards.progress import ProgressConfig, ProgressHead, progress_loss
+from rewards.progress.train import ProgressBatches, progress_targets
+from rewards.train import Args, main
+from rewards.video import decode_video, read_manifest
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    generate(DataArgs(tasks=["GoToRedBall", "GoToLocal"], episodes=8, out=str(out), workers=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_progress(tmp_path_factory):
+    """A random head on the real tower at 64 px (2x2 feature maps), loaded through the registry."""
+    torch.manual_seed(0)
+    tower = load_backbone("efficientnet-lite0")
+    head = ProgressHead(ProgressConfig(backbone_digest=tower.digest, image_size=64, feature_side=2, hidden=32))
+    return rewards.load_model(str(save_checkpoint(head, tmp_path_factory.mktemp("ckpt") / "tiny-progress")))
+
+
+def test_the_tower_loads_offline_from_the_installed_package(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a socket was opened while loading the tower")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    tower = ImageTower("efficientnet-lite0")
+    tower.train()  # frozen: stays in eval mode, batch norm keeps ImageNet statistics
+    assert not tower.training and not any(p.requires_grad for p in tower.parameters())
+    assert tower(torch.zeros(2, 3, 128, 128)).shape == (2, 1280, 4, 4)
+    assert len(tower.digest) == 12
+
+
+class CountingTower:
+    """Stands in for a tower: records how many frames it encodes; its features are the frames' mean colour."""
+
+    def __init__(self, digest):
+        self.spec, self.digest, self.frames = load_backbone("efficientnet-lite0").spec, digest, 0
+
+    def __call__(self, pixels):
+        self.frames += len(pixels)
+        return pixels.mean(dim=(2, 3), keepdim=True)
+
+
+def test_the_feature_cache_is_hit_on_a_second_run_and_missed_for_other_weights(dataset):
+    rows = read_manifest(dataset)
+    first = CountingTower("aaaaaaaaaaaa")
+    features = dataset_features(dataset, rows, first, 32, progress=False)
+    assert first.frames == sum(row["num_frames"] for row in rows)
+    assert [f.shape for f in features] == [(row["num_frames"], 3, 1, 1) for row in rows]
+    assert features[0].dtype == np.float16
+
+    again = CountingTower("aaaaaaaaaaaa")
+    np.testing.assert_array_equal(dataset_features(dataset, rows, again, 32, progress=False)[3], features[3])
+    assert again.frames == 0
+    other = CountingTower("bbbbbbbbbbbb")
+    dataset_features(dataset, rows, other, 32, progress=False)
+    assert other.frames == first.frames and cache_dir(dataset, other, 32) != cache_dir(dataset, first, 32)
+
+
+def test_progress_targets_worked_examples():
+    np.testing.assert_allclose(progress_targets({"success": True}, 5), [0, 0.25, 0.5, 0.75, 1])
+    warped = {"success": True, "source_frames": [0, 0, 1, 2, 2]}  # a pause holds its progress
+    np.testing.assert_allclose(progress_targets(warped, 5), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(progress_targets({"success": False, "progress": [0, 0.2, 0.1]}, 3), [0, 0.2, 0.1])
+    assert progress_targets({"success": False, "progress": None}, 3) is None
+
+
+def toy_split(num_videos=40, length=6, seed=0):
+    """Two tasks; a video of task k brightens feature channel k over time (a failure only halfway)."""
+    rng = np.random.default_rng(seed)
+    rows, features = [], []
+    for i in range(num_videos):
+        task, success = i % 2, i % 4 < 2
+        ramp = np.linspace(0, 1 if success else 0.5, length)
+        video = rng.normal(0, 0.05, (length, 4, 1, 1)).astype(np.float16)
+        video[:, task, 0, 0] += ramp
+        rows.append({"task": f"task {task}", "success": success, "env": "toy", "env_task": f"task {task}",
+                     "progress": None if success else (ramp * 1.0).tolist(), "paraphrases": []})
+        features.append(video)
+    sentences = {f"task {k}": torch.from_numpy(np.eye(8, dtype=np.float32)[k]) for k in range(2)}
+    tasks = {task_key(row): [row["task"]] for row in rows[:2]}
+    return rows, features, sentences, tasks
+
+
+def test_batches_hold_what_each_kind_promises():
+    rows, features, sentences, tasks = toy_split()
+    rng = np.random.default_rng(0)
+    start, now, sentence, target = ProgressBatches(rows, features, sentences, (0, 1, 0), tasks).draw(64, rng, "cpu")
+    assert (target == 0).all()  # mismatched: every sentence names the other task than the video's
+    video_task = now[:, :2, 0, 0].argmax(1) * (now[:, :2, 0, 0].max(1).values > 0.3)
+    assert all(sentence[i, int(video_task[i])] == 0 for i in range(64) if now[i, :2, 0, 0].max() > 0.3)
+    start, now, sentence, target = ProgressBatches(rows, features, sentences, (0, 0, 1), tasks).draw(64, rng, "cpu")
+    assert (target == 0).all() and (start[:, :2, 0, 0].max(1).values > 0.8).all()  # rewound: starts at the end
+    start, now, sentence, target = ProgressBatches(rows, features, sentences, (1, 0, 0), tasks).draw(64, rng, "cpu")
+    assert (start[:, :2, 0, 0].abs().max(1).values < 0.3).all() and target.max() == 1
+
+
+def test_a_tiny_head_learns_progress_and_ranks_its_own_task_first():
+    rows, features, sentences, tasks = toy_split()
+    batches = ProgressBatches(rows, features, sentences, (0.6, 0.25, 0.15), tasks)
+    torch.manual_seed(0)
+    head = ProgressHead(ProgressConfig(feature_channels=4, reduced_channels=4, feature_side=1, hidden=32, text_dim=8))
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(300):
+        loss, metrics = progress_loss(head, *batches.draw(64, rng, "cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(metrics["loss"])
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.1
+
+    held_rows, held_features, _, _ = toy_split(seed=1)
+    with torch.no_grad():
+        for row, video in zip(held_rows, held_features):
+            frames = torch.from_numpy(video).float()
+            embedded = head.encode_frames(frames)
+
+            def values(task):
+                return head(embedded[:1].expand_as(embedded), embedded, sentences[task].expand(len(frames), -1)).sigmoid()
+
+            own, other = values(row["task"]), values("task 1" if row["task"] == "task 0" else "task 0")
+            if row["success"]:
+                assert value_order_correlation(own.numpy()) > 0.9
+                assert own[-1] - own[0] > other[-1] - other[0] + 0.3  # own task beats the other one
+                assert own[-1] > 0.7
+            else:
+                assert own[-1] < 0.8
+
+
+def test_scores_stream_and_telescope_on_the_real_tower(tiny_progress):
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    score = tiny_progress.score(frames, "go to the red ball")
+    assert score.values.shape == (5,) and ((0 <= score.values) & (score.values <= 1)).all()
+    assert score.episode_return == pytest.approx(score.values[-1] - score.values[0], abs=1e-5)
+    batch = tiny_progress.score_batch([frames, frames[:2]], ["go to the red ball", "open the door"])
+    np.testing.assert_allclose(batch[0].values, score.values, atol=1e-5)
+    state, streamed = None, []
+    for frame in frames:
+        reward, state = tiny_progress.score_step(frame, "go to the red ball", state)
+        streamed.append(reward)
+    np.testing.assert_allclose(streamed, score.rewards, atol=1e-5)
+    with pytest.raises(rewards.InvalidTaskError):
+        tiny_progress.score(frames, frames[0])
+
+
+def test_a_head_trained_on_other_tower_weights_refuses_to_load(tmp_path):
+    head = ProgressHead(ProgressConfig(backbone_digest="000000000000", image_size=64, feature_side=2, hidden=8))
+    with pytest.raises(rewards.InvalidCheckpointError, match="weights"):
+        rewards.load_model(str(save_checkpoint(head, tmp_path / "stale")))
+
+
+def test_vlreward_train_progress_writes_a_loadable_critic(dataset, tmp_path):
+    out = main(Args(data=str(dataset), out=str(tmp_path / "progress"), objective="progress", steps=30,
+                    batch_size=32, lr=1e-3, embed_dim=32, image_size=64, eval_every=15, log_every=5))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "val_loss" in r] == [15, 30]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "progress" and config["trained_with"] is not None
+    row = read_manifest(dataset)[0]
+    score = rewards.load_model(str(out)).score(decode_video(row["path"]), row["task"])
+    assert score.values.shape == (row["num_frames"],) and np.isfinite(score.values).all()
