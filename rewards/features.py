@@ -7,11 +7,14 @@ last stage without pooling (spatial layout kept); any trained LIV critic's image
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rewards.backbones import load_backbone
+from rewards.checkpoint import CONFIG_FILE
 from rewards.errors import InvalidCheckpointError
 from rewards.liv.load import load_critic
 from rewards.preprocess import check_frames, preprocess_frames
@@ -85,11 +88,31 @@ class LIVFeatures(FrameFeatures):
         return self.critic.encode_images(pixels)
 
 
-FEATURE_KINDS = {"hf_resnet": HFResNetFeatures, "liv": LIVFeatures}
+class TowerFeatures(FrameFeatures):
+    """A frozen pretrained tower's feature map, averaged over space (rewards/backbones.py); the folder holds only
+    config.json, {"backbone": "efficientnet-lite0", "image_size": 128}: the weights come from the installed package."""
+
+    def __init__(self, directory: str | Path, device: str = "cpu"):
+        super().__init__(device)
+        try:
+            config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+            self.tower = load_backbone(config["backbone"], device)
+            self.image_size = int(config["image_size"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InvalidCheckpointError(f"cannot load tower features from {directory}: {error}") from None
+        spec = self.tower.spec
+        self.mean, self.std, self.interpolation = spec.mean, spec.std, spec.interpolation
+        self.version = f"{spec.name}-{self.tower.digest}-{self.image_size}"
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tower(pixels).mean(dim=(2, 3))
+
+
+FEATURE_KINDS = {"hf_resnet": HFResNetFeatures, "liv": LIVFeatures, "tower": TowerFeatures}
 
 
 def load_features(kind: str, directory: str | Path, device: str = "cpu") -> FrameFeatures:
-    """The feature extractor of `kind` ("hf_resnet" or "liv") stored in `directory`."""
+    """The feature extractor of `kind` ("hf_resnet", "liv" or "tower") stored in `directory`."""
     if kind not in FEATURE_KINDS:
         raise InvalidCheckpointError(f"unknown feature extractor {kind!r}; known: {', '.join(FEATURE_KINDS)}")
     return FEATURE_KINDS[kind](directory, device)

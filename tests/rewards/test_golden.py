@@ -1,0 +1,38 @@
+"""Golden outputs of every shipped model on one fixed input: a change of weights, preprocessing or reward math
+fails here. After an intended change, rewrite them with `VLREWARD_UPDATE_GOLDEN=1 pytest tests/rewards/test_golden.py`."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rewards
+
+GOLDEN = Path(__file__).parents[1] / "data" / "golden"
+TOLERANCE = 1e-4
+
+
+def fixed_video() -> np.ndarray:
+    """uint8 [8, 64, 64, 3]: a red square crossing a grey floor towards a blue one."""
+    frames = np.full((8, 64, 64, 3), 96, np.uint8)
+    frames[:, 40:52, 44:56] = (40, 60, 220)
+    for t in range(8):
+        frames[t, 8 + 4 * t:18 + 4 * t, 8 + 4 * t:18 + 4 * t] = (220, 40, 40)
+    return frames
+
+
+@pytest.mark.parametrize("name", rewards.list_models())
+def test_shipped_model_matches_its_golden_output(name):
+    model = rewards.load_model(name)
+    frames = fixed_video()
+    goal = "go to the blue box" if "text" in model.goal_kinds else frames[::2]
+    values = model.score(frames, goal).values.astype(float)
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("VLREWARD_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"version": model.version, "values": np.round(values, 6).tolist()}) + "\n")
+    golden = json.loads(path.read_text())
+    assert golden["version"] == model.version, f"{name}'s weights changed; rewrite its golden output"
+    np.testing.assert_allclose(values, golden["values"], atol=TOLERANCE)
