@@ -29,12 +29,16 @@ class BackboneSpec:
     name: str
     channels: int
     stride: int
+    blocks: int | None = None  # run only the first `blocks` blocks (an earlier, finer map); None: the whole tower
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
 
 
-BACKBONES = {"efficientnet-lite0": BackboneSpec("efficientnet-lite0", channels=1280, stride=32)}
+# The whole tower (1280 channels at stride 32) or its first 11 blocks (112 channels at stride 16: at 128 px an
+# 8x8 map, one cell per BabyAI grid cell), one set of weights.
+BACKBONES = {"efficientnet-lite0": BackboneSpec("efficientnet-lite0", channels=1280, stride=32),
+             "efficientnet-lite0-s16": BackboneSpec("efficientnet-lite0-s16", channels=112, stride=16, blocks=11)}
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -69,7 +73,13 @@ class ImageTower(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.extract_features(pixels)
+        if self.spec.blocks is None:
+            return self.model.extract_features(pixels)
+        model = self.model
+        features = model._swish(model._bn0(model._conv_stem(pixels)))
+        for block in model._blocks[:self.spec.blocks]:
+            features = block(features)
+        return features
 
 
 @lru_cache(maxsize=None)

@@ -38,13 +38,16 @@ from vlreward.args import arg, parse_args
 
 @dataclass
 class Args:
-    """Train a critic: LIV on successful videos, or VLC on successes and failures (failures as negatives)."""
+    """Train a critic: LIV on successful videos (failures' end frames as negatives), or VLC on successes and
+    failures (failures as negatives)."""
 
     data: str = arg("data/babyai", "dataset directory with manifest.jsonl and videos")
     out: str = arg("", "checkpoint directory to write, config.json + model.safetensors (empty: runs/<objective>)")
     objective: str = arg("liv", "training objective (and critic): liv and vlc train a small CNN on pixels; progress "
                                 "a head on a frozen pretrained tower's cached features", choices=["liv", "vlc", "progress"])
     backbone: str = arg("efficientnet-lite0", "progress: the frozen pretrained image tower (rewards/backbones.py)")
+    dropout: float = arg(0.1, "progress: dropout on the head's frame embeddings")
+    weight_decay: float = arg(1e-2, "progress: AdamW weight decay of the head")
     progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence and "
                                                          "rewound examples per batch")
     init: str = arg("", "checkpoint directory of the same objective to fine-tune from (empty: random init)")
@@ -53,12 +56,16 @@ class Args:
     lr: float = arg(3e-4, "Adam learning rate (1e-4..3e-4 from scratch, 1e-5 to fine-tune)")
     num_negatives: int = arg(0, "LIV: extra shuffled-transition negatives in the VIP terms")
     learn_temperature: bool = arg(True, "LIV: learn the InfoNCE temperature (CLIP's); off: raw cosines, as the reference")
+    liv_negatives: bool = arg(True, "LIV: each step also draws batch_size failed videos, whose end frames every caption "
+                                    "must score below its successes' (InfoNCE negatives); off: successes only")
     embed_dim: int = arg(128, "embedding size of the image encoder (LIV: the shared space; VLC: the transformer width; "
                               "progress: the head's width)")
     image_size: int = arg(64, "side of the square frames the image encoder sees (progress: the tower's input, e.g. 128)")
     cut_fraction: float = arg(0.0, "VLC: share of sampled successes cut short and used as failures (early stops)")
     layers: int = arg(2, "VLC: transformer layers")
     heads: int = arg(4, "VLC: attention heads")
+    vlc_paraphrases: bool = arg(True, "VLC: a paraphrase of a video's task is a positive of it, not a negative (same "
+                                      "task_key); off: only its own caption")
     augment: bool = arg(True, "random shift (pad + crop) and brightness/contrast jitter of training videos")
     shift: int = arg(4, "augmentation: largest shift in pixels (at image_size)")
     jitter: float = arg(0.1, "augmentation: largest brightness offset and contrast change (fraction of the range)")
@@ -79,16 +86,23 @@ def load_videos(directory: str, split: str) -> list[dict]:
              "task_key": task_key(r)} for r in tqdm(rows, desc=f"decode {split}", leave=False)]
 
 
-def sample_liv_batch(videos: list[dict], batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """Per video: (o_0, o_g, o_t, o_{t+1}, o_end) with o_0 a random start, o_g the last frame, t in [start, end)."""
-    stacks, picked = [], []
-    for index in rng.integers(len(videos), size=batch_size):
-        frames, end = videos[index]["frames"], len(videos[index]["frames"]) - 1
+def sample_liv_batch(videos: list[dict], batch_size: int, rng: np.random.Generator,
+                     num_failures: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """Per video: (o_0, o_g, o_t, o_{t+1}, o_end) with o_0 a random start, o_g the last frame, t in [start, end).
+
+    `batch_size` successes, then `num_failures` failures (none if `videos` has none), whose o_end only the loss uses.
+    """
+    successes, failures = [v for v in videos if v["success"]], [v for v in videos if not v["success"]]
+    picked = [successes[i] for i in rng.integers(len(successes), size=batch_size)]
+    if failures and num_failures:
+        picked += [failures[i] for i in rng.integers(len(failures), size=num_failures)]
+    stacks = []
+    for video in picked:
+        frames, end = video["frames"], len(video["frames"]) - 1
         start = int(rng.integers(0, max(end, 1)))
         t = int(rng.integers(start, max(end, start + 1)))
         caption_frame = int(rng.integers(max(end - 1, 0), end + 1))
         stacks.append(frames[[start, end, t, min(t + 1, end), caption_frame]])
-        picked.append(videos[index])
     return np.stack(stacks), picked
 
 
@@ -152,8 +166,8 @@ def main(args: Args) -> Path:
     generator = torch.Generator().manual_seed(args.seed)  # augmentation draws, on the CPU for every device
     print(json.dumps(asdict(args)))
 
-    # --- data: videos (VLC also learns from failures, LIV only from successes) and frozen sentence features ---
-    learns_from = (lambda v: True) if args.objective == "vlc" else (lambda v: v["success"])
+    # --- data: videos (VLC and LIV with --liv-negatives also use failures) and frozen sentence features ---
+    learns_from = (lambda v: True) if args.objective == "vlc" or args.liv_negatives else (lambda v: v["success"])
     train_all, val_all = load_videos(args.data, "train"), load_videos(args.data, "val")
     if not any(v["success"] for v in train_all):
         raise ValueError(f"{args.data} has no successful training videos")
@@ -174,10 +188,11 @@ def main(args: Args) -> Path:
         critic = load_critic(init)[0] if init else LIVCritic(LIVConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives,
             learn_temperature=args.learn_temperature))
-        sample, reward_cls = sample_liv_batch, LIVReward
+        sample = partial(sample_liv_batch, num_failures=args.batch_size if args.liv_negatives else 0)
+        reward_cls = LIVReward
 
-        def loss_fn(pixels, features, success, same_task):  # LIV sees successful videos only: `success` is all True
-            return liv_loss(critic, pixels, features, same_task)
+        def loss_fn(pixels, features, success, same_task):  # failures lend only their end frames, as negatives
+            return liv_loss(critic, pixels, features, same_task, success)
     else:
         critic = load_vlc_critic(init)[0] if init else VideoLanguageCritic(VLCConfig(
             embed_dim=args.embed_dim, image_size=args.image_size, layers=args.layers, heads=args.heads))
@@ -185,7 +200,7 @@ def main(args: Args) -> Path:
         reward_cls = VLCReward
 
         def loss_fn(pixels, features, success, same_task):  # VLC dedupes captions by their features itself
-            return vlc_loss(critic, pixels, features, success)
+            return vlc_loss(critic, pixels, features, success, same_task if args.vlc_paraphrases else None)
     critic.to(args.device)
     config = critic.config
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr)
@@ -232,7 +247,9 @@ def main(args: Args) -> Path:
 
     # --- training loop ---
     out.mkdir(parents=True, exist_ok=True)
-    eval_every = args.eval_every or max(1, len(train_videos) // args.batch_size)
+    # an epoch passes over the videos that fill `batch_size`: LIV's are the successes (its failures come on top)
+    epoch_size = len(train_videos) if args.objective == "vlc" else sum(v["success"] for v in train_videos)
+    eval_every = args.eval_every or max(1, epoch_size // args.batch_size)
     log = (out / "train_log.jsonl").open("a" if args.resume else "w")
     progress = tqdm(range(first_step, args.steps + 1), desc=f"train {args.objective}", initial=first_step - 1,
                     total=args.steps)
@@ -245,7 +262,7 @@ def main(args: Args) -> Path:
         optimizer.step()
         record = {"step": step, "seconds": round(time.time() - started, 1), **metrics}
         if step % eval_every == 0 or step == args.steps:
-            record |= {"epoch": round(step * args.batch_size / len(train_videos), 2), **validate(step)}
+            record |= {"epoch": round(step * args.batch_size / epoch_size, 2), **validate(step)}
             save(step)
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{record['val_loss']:.3f}",
                                  voc=record["val_voc"], auroc=record["val_auroc"])

@@ -29,6 +29,18 @@ def test_score_in_process_prints_rewards_and_plots(babyai_videos, tmp_path):
     assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_score_against_a_goal_image_and_a_demo(babyai_videos, tmp_path):
+    import imageio.v2 as imageio
+
+    path, episode = babyai_videos["success"][0]
+    imageio.imwrite(tmp_path / "goal.png", episode.frames[-1])
+    result = vlreward("score", str(path), "--model", "babyai-liv", "--goal-image", str(tmp_path / "goal.png"))
+    assert result.returncode == 0, result.stderr
+    assert f"frames {len(episode.frames)}" in result.stdout
+    result = vlreward("score", str(path), "--model", "babyai-orca", "--demo", str(path))
+    assert result.returncode == 0, result.stderr
+
+
 def test_score_over_http(service_url, babyai_videos):
     path, episode = babyai_videos["success"][0]
     result = vlreward("score", str(path), "--task", episode.mission, "--url", service_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from vlreward.args import add_dataclass_arguments, from_namespace
 
@@ -23,7 +24,6 @@ def cmd_train(ns):
 
 def cmd_eval(ns):
     import json
-    from pathlib import Path
 
     import rewards
     from envs.generate import env_tasks

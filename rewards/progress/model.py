@@ -35,6 +35,7 @@ class ProgressConfig:
     reduced_channels: int = 32  # 1x1 conv over the feature map; the flattened map keeps where things are
     feature_side: int = 4  # image_size / the tower's stride
     hidden: int = 256
+    dropout: float = 0.1  # on frame embeddings while training: features are cached, so no pixel augmentation
     text_backbone: str = "all-minilm-l6-v2"
     text_dim: int = 384
 
@@ -56,7 +57,8 @@ class ProgressHead(nn.Module):
         hidden = config.hidden
         self.frame = nn.Sequential(
             nn.Conv2d(config.feature_channels, config.reduced_channels, 1), nn.GELU(), nn.Flatten(),
-            nn.Linear(config.reduced_channels * config.feature_side ** 2, hidden), nn.LayerNorm(hidden), nn.GELU())
+            nn.Linear(config.reduced_channels * config.feature_side ** 2, hidden), nn.LayerNorm(hidden), nn.GELU(),
+            nn.Dropout(config.dropout))
         self.mix = nn.Linear(2 * hidden, hidden)
         self.film = nn.Linear(config.text_dim, 2 * hidden)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))

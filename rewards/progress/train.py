@@ -120,9 +120,10 @@ def train_progress(args, command_line: str) -> Path:
     train, val = split("train"), split("val" if has_val else "train")
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
-                            feature_channels=spec.channels, feature_side=features[0].shape[-1], hidden=args.embed_dim)
+                            feature_channels=spec.channels, feature_side=features[0].shape[-1], hidden=args.embed_dim,
+                            dropout=args.dropout)
     head = ProgressHead(config).to(args.device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     val_draw = np.random.default_rng(args.seed + 1)
     val_batches = [val.draw(args.batch_size, val_draw, args.device) for _ in range(8)]
     out = Path(args.out or "runs/progress")
