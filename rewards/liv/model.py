@@ -97,31 +97,51 @@ def vip_loss(e_start, e_t, e_next, goal, gamma: float, num_negatives: int = 0) -
     return loss
 
 
+def shared_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `logits` [N, C] against targets spread evenly over each row's `positives` [N, C] bool,
+    minus the targets' entropy, so 0 is a perfect match whatever the number of positives; with one positive a row
+    is plain cross-entropy. Shared by LIV's and VLC's same-task positives."""
+    targets = positives.float() / positives.sum(1, keepdim=True)
+    entropy = -(targets * targets.clamp(min=1e-12).log()).sum(1).mean()
+    return F.cross_entropy(logits, targets) - entropy
+
+
 def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | None = None,
-             same_task: torch.Tensor | None = None) -> torch.Tensor:
+             same_task: torch.Tensor | None = None, negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric cross-entropy over the cosines of the batch's (image, caption) pairs, raw or times exp(logit_scale).
 
-    `same_task` [B, B] bool marks pairs whose captions name one task (equal or paraphrased): they share the target
-    evenly instead of being negatives (without it only the diagonal is positive, as in the reference), so a batch
-    of a few tasks does not push paraphrases apart. The targets' entropy is subtracted: 0 is a perfect match.
+    image_embeddings and text_embeddings [B, D] are the pairs. `same_task` [B, B] bool marks pairs whose captions
+    name one task (equal or paraphrased): they share the target evenly instead of being negatives (without it only
+    the diagonal is positive, as in the reference), so a batch of a few tasks does not push paraphrases apart.
+    `negatives` [N, D] are end frames of failed videos: extra images every caption must score below its own in the
+    caption -> image direction. They have no caption, so no image -> caption term; N = 0 is the loss without them.
     """
-    logits = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
+    batch = len(image_embeddings)
+    images = image_embeddings if negatives is None else torch.cat([image_embeddings, negatives])
+    logits = F.normalize(images, dim=-1) @ F.normalize(text_embeddings, dim=-1).T  # [B + N, B]
     if logit_scale is not None:
         logits = logits * logit_scale.clamp(max=math.log(100)).exp()
     if same_task is None:
-        same_task = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-    targets = same_task.float() / same_task.sum(1, keepdim=True)  # symmetric: rows and columns alike
-    floor = -(targets * targets.clamp(min=1e-12).log()).sum(1).mean()
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2 - floor
+        same_task = torch.eye(batch, dtype=torch.bool, device=logits.device)
+    positives = torch.cat([same_task, same_task.new_zeros(len(logits) - batch, batch)])  # [B + N, B]
+    return (shared_cross_entropy(logits[:batch], same_task) + shared_cross_entropy(logits.T, positives.T)) / 2
 
 
 def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.Tensor,
-             same_task: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+             same_task: torch.Tensor | None = None, success: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The LIV objective: InfoNCE(φ(o_end), ψ(l)) + VIP(g = φ(o_g)) + VIP(g = ψ(l)).
 
     pixels [B, 5, 3, S, S] holds (o_0, o_g, o_t, o_{t+1}, o_end) per video; sentence_features [B, text_dim];
-    same_task [B, B] (optional) marks videos of one task, see `info_nce`.
+    same_task [B, B] (optional) marks videos of one task, see `info_nce`; success [B] bool (optional: all, at least
+    one). A failed video only lends φ(o_end) as an InfoNCE negative: its frames show no path to its caption's goal,
+    so the VIP terms and the InfoNCE pairs are the successes'.
     """
+    if success is None:
+        success = torch.ones(len(pixels), dtype=torch.bool, device=pixels.device)
+    negatives = critic.encode_images(pixels[~success, -1])  # [N, D]
+    pixels, sentence_features = pixels[success], sentence_features[success]
+    if same_task is not None:
+        same_task = same_task[success][:, success]
     batch, stack = pixels.shape[:2]
     embeddings = critic.encode_images(pixels.flatten(0, 1)).view(batch, stack, -1)
     e_start, e_goal, e_t, e_next, e_end = embeddings.unbind(1)
@@ -129,12 +149,12 @@ def liv_loss(critic: LIVCritic, pixels: torch.Tensor, sentence_features: torch.T
     gamma = critic.config.gamma
     logit_scale = critic.logit_scale if critic.config.learn_temperature else None
     losses = {
-        "info_nce": info_nce(e_end, e_text, logit_scale, same_task),
+        "info_nce": info_nce(e_end, e_text, logit_scale, same_task, negatives),
         "vip_image": vip_loss(e_start, e_t, e_next, e_goal, gamma, critic.config.num_negatives),
         "vip_text": vip_loss(e_start, e_t, e_next, e_text, gamma, critic.config.num_negatives),
     }
     total = sum(losses.values())
     metrics = {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
     if logit_scale is not None:
-        metrics["temperature"] = float(1 / logit_scale.exp())
+        metrics["temperature"] = float(1 / logit_scale.detach().exp())
     return total, metrics

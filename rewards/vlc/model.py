@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rewards.checkpoint import config_from_dict
-from rewards.liv.model import ImageEncoder
+from rewards.liv.model import ImageEncoder, shared_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,19 @@ class VideoLanguageCritic(nn.Module):
         return self.head(self.pooler(hidden[:, 1:])).squeeze(-1)
 
 
-def contrastive_loss(logits: torch.Tensor, caption_of: torch.Tensor, success: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(logits: torch.Tensor, caption_of: torch.Tensor, success: torch.Tensor,
+                     same_task: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric cross-entropy of last-frame scores `logits` [U, B] (U distinct captions × B videos).
 
-    Video j is the positive of caption `caption_of[j]` only if it succeeded. Each successful video j adds
-    - caption -> video: row `caption_of[j]` over all B videos, target j. The other successful videos of the
-      same caption are masked out of that row (they are positives too, not negatives); failed videos, of any
-      caption, stay in as negatives (a failed attempt at the same task is the hardest negative);
-    - video -> caption: column j over the U distinct captions, target `caption_of[j]`. Duplicate captions
-      were merged beforehand, so no copy of the true caption competes as a negative.
+    `same_task` [U, B] bool marks the captions that name video j's task (its own caption `caption_of[j]` or a
+    paraphrase; default: its own only). A successful video j is a positive of every such caption. Each adds
+    - caption -> video: row `caption_of[j]` over all B videos, target j. The row's other positives (successes
+      worded with it or a paraphrase) are masked out: they are not negatives, and each has a row of its own;
+      failed videos, of any caption, stay in as negatives (a failed attempt at the same task is the hardest negative);
+    - video -> caption: column j over the U distinct captions. Its own caption and the paraphrases share the target
+      evenly, as in LIV's `info_nce` (`shared_cross_entropy`, 0 is a perfect match), rather than being masked:
+      every wording names the task, so scoring a paraphrase as high as the own caption costs nothing, and the
+      critic is pulled to score all wordings of a task alike (a reward should not hinge on the wording).
     Failed videos add no term of their own: no caption is theirs, so they have no row target and no column.
     Both directions are averaged over the successful videos; with none in the batch the loss is 0.
     """
@@ -100,22 +104,24 @@ def contrastive_loss(logits: torch.Tensor, caption_of: torch.Tensor, success: to
     if len(winners) == 0:
         return logits.sum() * 0.0
     captions = torch.arange(len(logits), device=logits.device)
-    positive = (caption_of == captions[:, None]) & success  # [U, B]
+    own = caption_of == captions[:, None]  # [U, B]
+    same_task = own if same_task is None else same_task | own
     rows = logits[caption_of[winners]]  # [P, B]
     videos = torch.arange(len(success), device=logits.device)
-    other_positives = positive[caption_of[winners]] & (winners[:, None] != videos)  # [P, B]
+    other_positives = (same_task & success)[caption_of[winners]] & (winners[:, None] != videos)  # [P, B]
     caption_to_video = F.cross_entropy(rows.masked_fill(other_positives, float("-inf")), winners)
-    video_to_caption = F.cross_entropy(logits[:, winners].T, caption_of[winners])
+    video_to_caption = shared_cross_entropy(logits[:, winners].T, same_task[:, winners].T)
     return (caption_to_video + video_to_caption) / 2
 
 
 def vlc_loss(critic: VideoLanguageCritic, pixels: torch.Tensor, sentence_features: torch.Tensor,
-             success: torch.Tensor) -> tuple[torch.Tensor, dict]:
+             success: torch.Tensor, same_task: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """L = rank_weight · L_rank + L_CE over every caption × video pair of the batch.
 
     pixels [B, L, 3, S, S] (L frames sampled evenly per video), sentence_features [B, text_dim] (the caption of
-    each video), success [B] bool. Captions are deduplicated by their features (equal features are one caption
-    to the critic). L_rank = mean over successful videos and t of relu(s_t − s_{t+1}) with their own caption.
+    each video), success [B] bool, same_task [B, B] bool (optional: video a's caption names video b's task, e.g.
+    a paraphrase; see `contrastive_loss`). Captions are deduplicated by their features (equal features are one
+    caption to the critic). L_rank = mean over successful videos and t of relu(s_t − s_{t+1}) with their own caption.
     """
     batch, length = pixels.shape[:2]
     frames = critic.encode_images(pixels.flatten(0, 1)).view(batch, length, -1)
@@ -126,6 +132,8 @@ def vlc_loss(critic: VideoLanguageCritic, pixels: torch.Tensor, sentence_feature
     scores = scores.view(num_captions, batch, length)  # [U, B, L]: every caption with every video
     matched = scores[caption_of, torch.arange(batch, device=scores.device)][success]  # [P, L]
     rank = F.relu(matched[:, :-1] - matched[:, 1:]).mean() if len(matched) else scores.sum() * 0.0
-    contrastive = contrastive_loss(scores[..., -1], caption_of, success)
+    if same_task is not None:  # [B, B] -> [U, B]: caption u names video b's task if a video worded u does
+        same_task = scores.new_zeros(num_captions, batch).index_add_(0, caption_of, same_task.float()) > 0
+    contrastive = contrastive_loss(scores[..., -1], caption_of, success, same_task)
     total = critic.config.rank_weight * rank + contrastive
     return total, {"loss": total.item(), "rank": rank.item(), "ce": contrastive.item()}

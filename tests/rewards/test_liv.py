@@ -186,3 +186,36 @@ def test_info_nce_shares_the_positive_among_videos_of_one_task():
     scale = torch.tensor(np.log(100.0))
     assert info_nce(captions, captions, scale) == pytest.approx(np.log(2), abs=0.05)  # a twin caption as negative
     assert info_nce(captions, captions, scale, same_task) == pytest.approx(0.0, abs=0.05)
+
+
+def test_info_nce_failure_end_frames_are_negatives_for_every_caption():
+    """Two captions at orthonormal e0, e1 with each success's end frame on its caption (raw cosines)."""
+    from rewards.liv.model import info_nce
+
+    e = torch.eye(3, 16)
+    plain = info_nce(e[:2], e[:2])
+    assert plain.item() == pytest.approx(np.log(1 + 1 / np.e), abs=1e-6)  # 0.3133, each direction alike
+    assert torch.equal(info_nce(e[:2], e[:2], negatives=torch.zeros(0, 16)), plain)  # no failures: today's loss
+    # caption -> image gains a candidate at cosine 0 (orthogonal) or 1 (the failure ends where caption 0 points)
+    orthogonal, on_caption = (info_nce(e[:2], e[:2], negatives=e[[k]]) for k in (2, 0))
+    assert orthogonal.item() == pytest.approx((np.log(1 + 2 / np.e) + np.log(1 + 1 / np.e)) / 2, abs=1e-6)  # 0.4324
+    assert on_caption.item() == pytest.approx(
+        ((np.log(2 + 1 / np.e) + np.log(1 + 2 / np.e)) / 2 + np.log(1 + 1 / np.e)) / 2, abs=1e-6)  # 0.5100
+    assert plain < orthogonal < on_caption
+
+
+def test_liv_loss_failures_only_add_info_nce_negatives():
+    torch.manual_seed(0)
+    critic = LIVCritic(TINY)
+    pixels, features = torch.rand(5, 5, 3, 32, 32), torch.randn(5, TINY.text_dim)
+    same_task = torch.tensor([[1, 1, 0, 1, 0], [1, 1, 0, 1, 0], [0, 0, 1, 0, 1], [1, 1, 0, 1, 0], [0, 0, 1, 0, 1]],
+                             dtype=torch.bool)
+    success = torch.tensor([True, True, True, False, False])
+    with torch.no_grad():
+        total, _ = liv_loss(critic, pixels, features, same_task)
+        assert torch.equal(liv_loss(critic, pixels, features, same_task, torch.ones(5, dtype=torch.bool))[0], total)
+        _, mixed = liv_loss(critic, pixels, features, same_task, success)
+        _, wins_only = liv_loss(critic, pixels[:3], features[:3], same_task[:3, :3])
+    for term in ("vip_image", "vip_text"):  # the VIP terms see the successes only
+        assert mixed[term] == pytest.approx(wins_only[term], abs=1e-5)
+    assert mixed["info_nce"] > wins_only["info_nce"] + 1e-3  # two more candidates for every caption

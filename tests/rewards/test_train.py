@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 import rewards
 from envs.generate import Args as DataArgs
 from envs.generate import generate
-from rewards.train import STATE_FILE, Args, augment, main, sample_vlc_batch
+from rewards.train import STATE_FILE, Args, augment, main, sample_liv_batch, sample_vlc_batch
 from rewards.video import decode_video, read_manifest
 
 
@@ -84,3 +84,17 @@ def test_vlc_batches_can_cut_successes_short_into_failures():
     cut, picked = sample_vlc_batch(videos, 8, rng, num_frames=4, cut_fraction=1.0)
     assert cut.shape == whole.shape and not any(v["success"] for v in picked)
     assert (cut[:, -1, 0, 0, 0] <= 6).all() and videos[0]["success"]  # at most 70% kept; the dataset untouched
+
+
+def test_liv_batches_put_failures_after_the_successes():
+    def video(value, success):
+        return {"frames": np.full((6, 2, 2, 3), value, np.uint8), "task": "go to the red ball", "success": success}
+
+    wins, losses = [video(1, True), video(2, True)], [video(7, False)]
+    frames, picked = sample_liv_batch(wins + losses, 4, np.random.default_rng(0), num_failures=3)
+    assert frames.shape == (7, 5, 2, 2, 3) and [v["success"] for v in picked] == [True] * 4 + [False] * 3
+    assert (frames[4:] == 7).all()
+    # off (or nothing to draw): the successes only, drawn as without failures in the list
+    alone, _ = sample_liv_batch(wins, 4, np.random.default_rng(0))
+    for videos, num_failures in ((wins + losses, 0), (wins, 3)):
+        np.testing.assert_array_equal(sample_liv_batch(videos, 4, np.random.default_rng(0), num_failures)[0], alone)

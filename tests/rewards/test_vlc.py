@@ -151,3 +151,37 @@ def test_vlc_loss_decreases_on_tiny_synthetic_videos():
 
 def test_streaming_rewards_equal_offline_rewards(tiny_model, streaming_check):
     streaming_check(tiny_model, random_frames(14, seed=7), "open the drawer", tolerance=1e-4)
+
+
+def test_contrastive_loss_treats_paraphrases_of_a_task_as_one_caption():
+    """Two successes worded "go to the red ball" and "walk to the red ball" (captions 0 and 1), all scores 0."""
+    won, caption_of = torch.tensor([True, True]), torch.tensor([0, 1])
+    one_task = torch.ones(2, 2, dtype=torch.bool)
+    one_caption = contrastive_loss(torch.zeros(1, 2), torch.tensor([0, 0]), won)
+    assert one_caption.item() == 0 == contrastive_loss(torch.zeros(2, 2), caption_of, won, one_task).item()
+    # unmarked, each paraphrase is a negative of the other's video, in both directions
+    assert contrastive_loss(torch.zeros(2, 2), caption_of, won).item() == pytest.approx(math.log(2))
+    # an unrelated caption 2: scoring 0 on both videos, then 3 on video 0; only video -> caption sees it
+    loss = [contrastive_loss(torch.tensor([[0.0, 0.0], [0.0, 0.0], [score, 0.0]]), caption_of, won,
+                             torch.tensor([[True, True], [True, True], [False, False]])).item() for score in (0.0, 3.0)]
+    assert loss[0] == pytest.approx(math.log(1.5) / 2, abs=1e-6)  # 0.2027
+    assert loss[1] == pytest.approx((math.log(1 + math.exp(3) / 2) + math.log(1.5)) / 4, abs=1e-6)  # 0.7018
+
+
+def test_vlc_loss_maps_same_task_onto_its_distinct_captions(monkeypatch):
+    """Videos worded a, a, b, c with b a paraphrase of a: same_task [B, B] becomes [U, B] over captions a, b, c."""
+    torch.manual_seed(0)
+    critic = VideoLanguageCritic(TINY).eval()
+    pixels = torch.rand(4, TINY.num_frames, 3, 32, 32)
+    a, b, c = torch.randn(3, TINY.text_dim)
+    features, success = torch.stack([a, a, b, c]), torch.tensor([True, False, True, True])
+    same_task = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    by_caption = same_task & ~torch.tensor([[0, 0, 1, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():  # task = caption: the loss without same_task
+        plain, by_task = (vlc_loss(critic, pixels, features, success, marks)[1] for marks in (None, by_caption))
+    assert by_task == plain
+    calls = []
+    monkeypatch.setattr("rewards.vlc.model.contrastive_loss", lambda *args: calls.append(args) or torch.tensor(0.0))
+    vlc_loss(critic, pixels, features, success, same_task)
+    _, caption_of, _, names = calls[0]
+    assert names.shape == (3, 4) and torch.equal(names[caption_of], same_task)
