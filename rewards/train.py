@@ -45,9 +45,10 @@ class Args:
     out: str = arg("", "checkpoint directory to write, config.json + model.safetensors (empty: runs/<objective>)")
     objective: str = arg("liv", "training objective (and critic): liv and vlc train a small CNN on pixels; progress "
                                 "a head on a frozen pretrained tower's cached features", choices=["liv", "vlc", "progress"])
-    backbone: str = arg("efficientnet-lite0", "progress: the frozen pretrained image tower (rewards/backbones.py)")
+    backbone: str = arg("efficientnet-lite0-s16", "progress: the frozen pretrained image tower (rewards/backbones.py)")
     dropout: float = arg(0.1, "progress: dropout on the head's frame embeddings")
     weight_decay: float = arg(1e-2, "progress: AdamW weight decay of the head")
+    rank_weight: float = arg(1.0, "progress: weight of the ranking term over time-ordered frame pairs (0: off)")
     progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence and "
                                                          "rewound examples per batch")
     init: str = arg("", "checkpoint directory of the same objective to fine-tune from (empty: random init)")

@@ -25,17 +25,16 @@ class ProgressConfig:
     """
 
     architecture: str = "progress"
-    backbone: str = "efficientnet-lite0"
+    backbone: str = "efficientnet-lite0-s16"
     backbone_digest: str = ""
     image_size: int = 128
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
-    feature_channels: int = 1280
-    reduced_channels: int = 32  # 1x1 conv over the feature map; the flattened map keeps where things are
-    feature_side: int = 4  # image_size / the tower's stride
-    hidden: int = 256
-    dropout: float = 0.1  # on frame embeddings while training: features are cached, so no pixel augmentation
+    feature_channels: int = 112
+    hidden: int = 64
+    conv_layers: int = 3  # 3x3 convolutions dilated 1, 2, 4, ... after the sentence modulates the map: 15x15 cells seen
+    dropout: float = 0.1  # on the pooled embeddings while training: features are cached, so no pixel augmentation
     text_backbone: str = "all-minilm-l6-v2"
     text_dim: int = 384
 
@@ -45,33 +44,38 @@ class ProgressConfig:
 
 
 class ProgressHead(nn.Module):
-    """Feature maps of (first frame, current frame) and a sentence -> progress logit.
+    """Tower feature maps of (first frame, current frame) and a sentence -> progress logit.
 
-    The current frame is read relative to the first (how far the scene moved from where it began) and modulated by
-    the sentence (FiLM), so the same scene pays for "open the drawer" and not for "close the drawer".
+    The sentence modulates every cell of the map (FiLM) before small convolutions relate neighbouring cells
+    ("the agent next to the red ball", "the gripper at the drawer handle") and a max/mean pool summarises them:
+    the same weights at every cell, which generalises from few scenes where a flattened map memorises them. The
+    current frame is then read against the first (how far the scene moved from where it began).
     """
 
     def __init__(self, config: ProgressConfig):
         super().__init__()
         self.config = config
         hidden = config.hidden
-        self.frame = nn.Sequential(
-            nn.Conv2d(config.feature_channels, config.reduced_channels, 1), nn.GELU(), nn.Flatten(),
-            nn.Linear(config.reduced_channels * config.feature_side ** 2, hidden), nn.LayerNorm(hidden), nn.GELU(),
-            nn.Dropout(config.dropout))
-        self.mix = nn.Linear(2 * hidden, hidden)
+        self.cells = nn.Conv2d(config.feature_channels, hidden, 1)
         self.film = nn.Linear(config.text_dim, 2 * hidden)
-        self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.convs = nn.Sequential(*[layer for i in range(config.conv_layers) for layer in (
+            nn.GELU(), nn.Conv2d(hidden, hidden, 3, padding=2 ** i, dilation=2 ** i))])
+        self.pooled = nn.Sequential(nn.LayerNorm(2 * hidden), nn.Dropout(config.dropout))
+        self.out = nn.Sequential(nn.Linear(4 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def encode_frames(self, features: torch.Tensor) -> torch.Tensor:
-        """feature maps [B, C, h, w] -> frame embeddings [B, hidden]."""
-        return self.frame(features.float())
+    def encode(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """feature maps [B, C, h, w] read for sentence features [B, text_dim] -> embeddings [B, 2·hidden]."""
+        scale, shift = self.film(sentence)[..., None, None].chunk(2, dim=1)
+        cells = self.convs(self.cells(features.float()) * (1 + scale) + shift)
+        return self.pooled(torch.cat([cells.amax(dim=(2, 3)), cells.mean(dim=(2, 3))], dim=1))
+
+    def predict(self, start: torch.Tensor, now: torch.Tensor) -> torch.Tensor:
+        """embeddings of the first and the current frame [B, 2·hidden] -> progress logits [B]."""
+        return self.out(torch.cat([now, now - start], dim=-1)).squeeze(-1)
 
     def forward(self, start: torch.Tensor, now: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        """frame embeddings start [B, H] and now [B, H], sentence features [B, text_dim] -> logits [B]."""
-        scale, shift = self.film(sentence).chunk(2, dim=-1)
-        mixed = self.mix(torch.cat([now, now - start], dim=-1))
-        return self.out(mixed * (1 + scale) + shift).squeeze(-1)
+        """feature maps start/now [B, C, h, w], sentence features [B, text_dim] -> progress logits [B]."""
+        return self.predict(self.encode(start, sentence), self.encode(now, sentence))
 
 
 class ProgressCritic(nn.Module):
@@ -84,22 +88,33 @@ class ProgressCritic(nn.Module):
         self.head = ProgressHead(config)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels [B, 3, S, S] -> frame embeddings [B, hidden]."""
-        return self.head.encode_frames(self.tower(pixels))
+        """pixels [B, 3, S, S] -> the tower's feature maps [B, C, h, w] (the head reads them per sentence)."""
+        return self.tower(pixels)
 
 
 def progress_loss(head: ProgressHead, start: torch.Tensor, now: torch.Tensor, sentence: torch.Tensor,
-                  target: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Binary cross-entropy of predicted progress against soft targets in [0, 1]; inputs are per-sample feature
-    maps start/now [B, C, h, w], sentence features [B, text_dim], targets [B] and optional weights [B].
+                  target: torch.Tensor, pairs: tuple[torch.Tensor, ...] | None = None,
+                  rank_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Binary cross-entropy of predicted progress against soft targets in [0, 1], plus a ranking term.
 
-    The batch mixes (see rewards/progress/train.py) frames of videos with their own task and progress label,
-    the same frames with another task's sentence (target 0) and rewound videos (a success played backwards from
-    its end: target 0), so progress rises only when the sentence's task advances.
+    start/now [B, C, h, w] feature maps, sentence [B, text_dim], target [B]: the batch mixes (see
+    rewards/progress/train.py) frames with their own task and progress label, with another task's sentence
+    (target 0) and from rewound videos (target 0), so progress rises only when the sentence's task advances.
+    `pairs` = (start, earlier, later, sentence) [P, ...] are two frames of one successful video in time order:
+    Rank2Reward's Bradley-Terry term −log σ(logit(later) − logit(earlier)) orders frames directly, which the
+    regression alone leaves to calibration.
     """
-    logits = head(head.encode_frames(start), head.encode_frames(now), sentence)
-    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    loss = losses.mean() if weight is None else (losses * weight).sum() / weight.sum()
-    floor = F.binary_cross_entropy(target.clamp(1e-6, 1 - 1e-6), target, reduction="none").mean()
-    return loss, {"loss": loss.item(), "loss_above_floor": loss.item() - floor.item(),
-                  "abs_error": (logits.sigmoid() - target).abs().mean().item()}
+    logits = head(start, now, sentence)
+    regression = F.binary_cross_entropy_with_logits(logits, target)
+    floor = F.binary_cross_entropy(target.clamp(1e-6, 1 - 1e-6), target)
+    metrics = {"regression_above_floor": regression.item() - floor.item(),
+               "abs_error": (logits.sigmoid() - target).abs().mean().item()}
+    loss = regression
+    if pairs is not None:
+        pair_start, earlier, later, pair_sentence = pairs
+        first = head.encode(pair_start, pair_sentence)
+        margin = head.predict(first, head.encode(later, pair_sentence)) - head.predict(first, head.encode(earlier, pair_sentence))
+        rank = F.softplus(-margin).mean()
+        loss = loss + rank_weight * rank
+        metrics |= {"rank": rank.item(), "ordered": (margin > 0).float().mean().item()}
+    return loss, {"loss": loss.item(), **metrics}

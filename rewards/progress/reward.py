@@ -35,11 +35,9 @@ class ProgressReward(CriticReward):
         text = check_task_text(goal)
         return GoalEmbedding("text", self.sentence_encoder([text])[0].float().cpu().numpy(), goal_digest(text))
 
-    @torch.no_grad()
-    def _values(self, start: torch.Tensor, now: torch.Tensor, sentence: torch.Tensor) -> np.ndarray:
-        """Frame embeddings start/now [B, H] (start may be [1, H]) and sentence [D] or [B, D] -> values [B]."""
-        sentence = sentence.expand(len(now), -1) if sentence.ndim == 1 else sentence
-        return self.critic.head(start.expand_as(now), now, sentence).sigmoid().float().cpu().numpy()
+    def _values(self, start: torch.Tensor, now: torch.Tensor) -> np.ndarray:
+        """Embeddings of the first frame [1 or B, E] and the current ones [B, E] -> values [B]."""
+        return self.critic.head.predict(start.expand_as(now), now).sigmoid().float().cpu().numpy()
 
     @torch.no_grad()
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
@@ -48,8 +46,9 @@ class ProgressReward(CriticReward):
             raise InvalidTaskError(f"{len(trajectories)} videos but {len(goals)} goals")
         sentences = self.goal_vectors(goals)
         scores = []
-        for embeddings, sentence in zip(embed_videos(self.embed_frames, trajectories), sentences):
-            values = self._values(embeddings[:1], embeddings, sentence)
+        for features, sentence in zip(embed_videos(self.embed_frames, trajectories), sentences):
+            embeddings = self.critic.head.encode(features, sentence.expand(len(features), -1))
+            values = self._values(embeddings[:1], embeddings)
             scores.append(Score(values=values, rewards=value_difference_rewards(values)))
         return scores
 
@@ -58,16 +57,17 @@ class ProgressReward(CriticReward):
                     states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState]]:
         """One new frame per stream [B, H, W, 3]: reward V_t − V_{t−1} (0 on a stream's first frame).
 
-        A stream's state is its first frame's embedding and its last value, {"start": [H], "value": [1]}.
+        A stream's state is its first frame's embedding as read for its goal, and its last value,
+        {"start": [E], "value": [1]}: a stream keeps its goal.
         """
         if not len(frames) == len(goals) == len(states):
             raise InvalidTaskError(f"{len(frames)} frames, {len(goals)} goals and {len(states)} states")
-        now = self.embed_frames(frames)
-        hidden = now.shape[1]
+        now = self.critic.head.encode(self.embed_frames(frames), torch.stack(self.goal_vectors(goals)))
+        size = now.shape[1]
         start = torch.stack([now[i] if state is None else
-                             torch.from_numpy(state_array(state, "start", (hidden,))).to(self.device)
+                             torch.from_numpy(state_array(state, "start", (size,))).to(self.device)
                              for i, state in enumerate(states)])
-        values = self._values(start, now, torch.stack(self.goal_vectors(goals)))
+        values = self._values(start, now)
         previous = np.array([values[i] if state is None else state_array(state, "value", (1,))[0]
                              for i, state in enumerate(states)], np.float32)
         starts = start.float().cpu().numpy()

@@ -4,7 +4,8 @@ Each batch mixes three kinds of (first frame, current frame, sentence) -> target
 - own: a video's frame with its task (or a paraphrase) and its progress label (`progress_targets`);
 - mismatched: a successful video's frame with another task's sentence, target 0 (the reward must read the task);
 - rewound: a success played backwards from its last frame (the first frame is the success's end), target 0
-  (undoing a task is not progress).
+  (undoing a task is not progress);
+and, with `--rank-weight`, pairs of frames of one success in time order for Rank2Reward's ranking term.
 """
 
 from __future__ import annotations
@@ -95,6 +96,22 @@ class ProgressBatches:
         as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device).float()  # noqa: E731
         return as_tensor(starts), as_tensor(nows), torch.stack(sentences).to(device), torch.tensor(targets, device=device)
 
+    def draw_pairs(self, count: int, rng: np.random.Generator, device: str):
+        """Two frames of one successful video in time order, whose labels differ:
+        -> start, earlier, later [P, C, h, w] and sentence [P, D]."""
+        starts, earlier, later, sentences = [], [], [], []
+        while len(starts) < count:
+            i = self.successes[rng.integers(len(self.successes))]
+            a, b = sorted(rng.integers(len(self.features[i]), size=2))
+            if self.targets[i][b] <= self.targets[i][a]:
+                continue
+            starts.append(self.features[i][0])
+            earlier.append(self.features[i][a])
+            later.append(self.features[i][b])
+            sentences.append(self.sentence_features[self._sentence(self.rows[i], rng)])
+        as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device).float()  # noqa: E731
+        return as_tensor(starts), as_tensor(earlier), as_tensor(later), torch.stack(sentences).to(device)
+
 
 def train_progress(args, command_line: str) -> Path:
     """Train the head (see the module docstring); keeps the checkpoint with the lowest validation loss."""
@@ -120,8 +137,7 @@ def train_progress(args, command_line: str) -> Path:
     train, val = split("train"), split("val" if has_val else "train")
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
-                            feature_channels=spec.channels, feature_side=features[0].shape[-1], hidden=args.embed_dim,
-                            dropout=args.dropout)
+                            feature_channels=spec.channels, hidden=args.embed_dim, dropout=args.dropout)
     head = ProgressHead(config).to(args.device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     val_draw = np.random.default_rng(args.seed + 1)
@@ -134,7 +150,9 @@ def train_progress(args, command_line: str) -> Path:
     progress = tqdm(range(1, args.steps + 1), desc="train progress")
     for step in progress:
         head.train()
-        loss, metrics = progress_loss(head, *train.draw(args.batch_size, rng, args.device))
+        pairs = train.draw_pairs(args.batch_size // 2, rng, args.device) if args.rank_weight else None
+        loss, metrics = progress_loss(head, *train.draw(args.batch_size, rng, args.device), pairs=pairs,
+                                      rank_weight=args.rank_weight)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -32,8 +32,8 @@ def dataset(tmp_path_factory):
 def tiny_progress(tmp_path_factory):
     """A random head on the real tower at 64 px (2x2 feature maps), loaded through the registry."""
     torch.manual_seed(0)
-    tower = load_backbone("efficientnet-lite0")
-    head = ProgressHead(ProgressConfig(backbone_digest=tower.digest, image_size=64, feature_side=2, hidden=32))
+    tower = load_backbone("efficientnet-lite0-s16")
+    head = ProgressHead(ProgressConfig(backbone_digest=tower.digest, image_size=64, hidden=16))
     return rewards.load_model(str(save_checkpoint(head, tmp_path_factory.mktemp("ckpt") / "tiny-progress")))
 
 
@@ -115,16 +115,37 @@ def test_batches_hold_what_each_kind_promises():
     assert (start[:, :2, 0, 0].abs().max(1).values < 0.3).all() and target.max() == 1
 
 
+def test_ranking_pairs_are_in_time_order_and_the_term_orders_frames():
+    rows, features, sentences, tasks = toy_split()
+    batches = ProgressBatches(rows, features, sentences, (1, 0, 0), tasks)
+    rng = np.random.default_rng(0)
+    start, earlier, later, sentence = batches.draw_pairs(64, rng, "cpu")
+    assert (later[:, :2].sum(dim=(1, 2, 3)) > earlier[:, :2].sum(dim=(1, 2, 3))).float().mean() > 0.8  # the ramp
+    torch.manual_seed(0)
+    head = ProgressHead(ProgressConfig(feature_channels=4, hidden=8, conv_layers=1, text_dim=8))
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    history = []
+    for _ in range(60):
+        loss, metrics = progress_loss(head, *batches.draw(8, rng, "cpu"), pairs=batches.draw_pairs(64, rng, "cpu"),
+                                      rank_weight=10.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(metrics)
+    assert np.mean([m["rank"] for m in history[-10:]]) < np.mean([m["rank"] for m in history[:10]])
+    assert np.mean([m["ordered"] for m in history[-10:]]) > 0.9
+
+
 def test_a_tiny_head_learns_progress_and_ranks_its_own_task_first():
     rows, features, sentences, tasks = toy_split()
     batches = ProgressBatches(rows, features, sentences, (0.6, 0.25, 0.15), tasks)
     torch.manual_seed(0)
-    head = ProgressHead(ProgressConfig(feature_channels=4, reduced_channels=4, feature_side=1, hidden=32, text_dim=8))
+    head = ProgressHead(ProgressConfig(feature_channels=4, hidden=32, conv_layers=1, text_dim=8))
     optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(300):
-        loss, metrics = progress_loss(head, *batches.draw(64, rng, "cpu"))
+        loss, metrics = progress_loss(head, *batches.draw(64, rng, "cpu"), pairs=batches.draw_pairs(32, rng, "cpu"))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -135,10 +156,9 @@ def test_a_tiny_head_learns_progress_and_ranks_its_own_task_first():
     with torch.no_grad():
         for row, video in zip(held_rows, held_features):
             frames = torch.from_numpy(video).float()
-            embedded = head.encode_frames(frames)
 
             def values(task):
-                return head(embedded[:1].expand_as(embedded), embedded, sentences[task].expand(len(frames), -1)).sigmoid()
+                return head(frames[:1].expand_as(frames), frames, sentences[task].expand(len(frames), -1)).sigmoid()
 
             own, other = values(row["task"]), values("task 1" if row["task"] == "task 0" else "task 0")
             if row["success"]:
@@ -166,7 +186,7 @@ def test_scores_stream_and_telescope_on_the_real_tower(tiny_progress):
 
 
 def test_a_head_trained_on_other_tower_weights_refuses_to_load(tmp_path):
-    head = ProgressHead(ProgressConfig(backbone_digest="000000000000", image_size=64, feature_side=2, hidden=8))
+    head = ProgressHead(ProgressConfig(backbone_digest="000000000000", image_size=64, hidden=8))
     with pytest.raises(rewards.InvalidCheckpointError, match="weights"):
         rewards.load_model(str(save_checkpoint(head, tmp_path / "stale")))
 
