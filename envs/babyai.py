@@ -98,8 +98,8 @@ class BabyAIEnv(gym.Wrapper):
 
 
 def remaining_path(env) -> int | None:
-    """Moves the agent still needs to stand next to its mission's object (breadth-first over cells it can cross):
-    the bot's remaining path, without the final turn. None for missions with no single object to reach (put
+    """Actions (turns and steps forward) the agent still needs to face its mission's object: the bot's remaining
+    path, by breadth-first search over (cell, direction). None for missions with no single object to reach (put
     next, sequences) or when no matching object is reachable."""
     instrs = env.instrs
     if not isinstance(instrs, (GoToInstr, PickupInstr, OpenInstr)):
@@ -107,20 +107,22 @@ def remaining_path(env) -> int | None:
     if isinstance(instrs, PickupInstr) and env.carrying is not None and env.carrying in instrs.desc.obj_set:
         return 0
     targets = set(map(tuple, instrs.desc.obj_poss))
-    goals = {(x + dx, y + dy) for x, y in targets for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))}
-    start = tuple(env.agent_pos)
+    steps = ((1, 0), (0, 1), (-1, 0), (0, -1))  # MiniGrid's directions: right, down, left, up
+    start = (*env.agent_pos, env.agent_dir)
     seen, frontier = {start: 0}, deque([start])
     while frontier:
-        cell = frontier.popleft()
-        if cell in goals:
-            return seen[cell]
-        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            nxt = (cell[0] + dx, cell[1] + dy)
-            if nxt in seen or not (0 <= nxt[0] < env.width and 0 <= nxt[1] < env.height):
-                continue
-            obj = env.grid.get(*nxt)
+        x, y, direction = state = frontier.popleft()
+        ahead = (x + steps[direction][0], y + steps[direction][1])
+        if ahead in targets:
+            return seen[state]
+        nexts = [(x, y, (direction - 1) % 4), (x, y, (direction + 1) % 4)]
+        if 0 <= ahead[0] < env.width and 0 <= ahead[1] < env.height:
+            obj = env.grid.get(*ahead)
             if obj is None or obj.can_overlap() or (obj.type == "door" and obj.is_open):
-                seen[nxt] = seen[cell] + 1
+                nexts.append((*ahead, direction))
+        for nxt in nexts:
+            if nxt not in seen:
+                seen[nxt] = seen[state] + 1
                 frontier.append(nxt)
     return None
 
