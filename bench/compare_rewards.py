@@ -21,8 +21,9 @@ from rewards.orca import ORCAReward
 from vlreward.args import arg, parse_args
 
 MATCHERS = {"ORCA": "orca", "OT": "ot", "TemporalOT": "temporal_ot", "DTW": "dtw"}
-COLUMNS = ["model", "goal", "videos", "VOC", "AUROC return", "AUROC final", "own task first", "hard negatives",
-           "paraphrase change", "2x warp > failures", "0.5x warp > failures"]
+COLUMNS = ["model", "goal", "videos", "VOC", "VOC (15 frames)", "AUROC return", "AUROC final", "own task first",
+           "hard negatives", "paraphrase change", "over-reward probes below success", "2x warp > failures",
+           "0.5x warp > failures"]
 
 
 @dataclass
@@ -63,11 +64,12 @@ def row(label: str, report: dict) -> dict:
     hard = (report.get("hard_negatives") or {}).get("same_video") or {}
     return {
         "model": label, "goal": "/".join(report["goal_kinds"]), "videos": report["videos"],
-        "VOC": report.get("voc"), "AUROC return": report.get("auroc_return"),
+        "VOC": report.get("voc"), "VOC (15 frames)": report.get("voc_15"), "AUROC return": report.get("auroc_return"),
         "AUROC final": report.get("auroc_final_value"),
         "own task first": (report.get("own_task") or {}).get("ranked_correctly"),
         "hard negatives": hard.get("ranked_correctly"),
         "paraphrase change": (report.get("paraphrase") or {}).get("relative_change"),
+        "over-reward probes below success": (report.get("over_reward") or {}).get("all"),
         "2x warp > failures": (warp.get("fast_2x") or warp.get("warp_2.0x") or {}).get("ranked_above_failures"),
         "0.5x warp > failures": (warp.get("slow_0.5x") or warp.get("warp_0.5x") or {}).get("ranked_above_failures"),
     }

@@ -20,8 +20,10 @@ from tqdm import tqdm
 
 from rewards.backbones import backbone_spec, load_backbone
 from rewards.checkpoint import save_checkpoint
-from rewards.evaluate import task_key
+from rewards.base import Score
+from rewards.evaluate import evaluate, task_key
 from rewards.feature_cache import dataset_features
+from rewards.math import value_difference_rewards
 from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
 from rewards.text import shared_minilm
 from rewards.video import read_manifest
@@ -113,8 +115,34 @@ class ProgressBatches:
         return as_tensor(starts), as_tensor(earlier), as_tensor(later), torch.stack(sentences).to(device)
 
 
+class CachedFeatureScorer:
+    """The progress reward over cached tower features instead of frames, for `evaluate()` during training: rows
+    carry their features as `frames`, so validation costs no tower pass."""
+
+    goal_kinds, version = ("text",), "training"
+
+    def __init__(self, head: ProgressHead, sentence_features: dict[str, torch.Tensor], device: str):
+        self.name, self.head, self.sentence_features, self.device = "progress@training", head, sentence_features, device
+
+    @torch.no_grad()
+    def score_batch(self, trajectories, goals) -> list[Score]:
+        scores = []
+        for features, goal in zip(trajectories, goals):
+            maps = torch.from_numpy(np.asarray(features)).to(self.device).float()
+            embedded = self.head.encode(maps, self.sentence_features[goal].to(self.device).expand(len(maps), -1))
+            values = self.head.predict(embedded[:1].expand_as(embedded), embedded).sigmoid().cpu().numpy()
+            scores.append(Score(values=values, rewards=value_difference_rewards(values)))
+        return scores
+
+
+def validation_score(report: dict) -> float:
+    """What checkpoints are chosen by: the mean of VOC, the success/failure AUROC of the return and how often a
+    success's own task beats another (the loss is not it: ranking keeps improving after calibration worsens)."""
+    return float(np.mean([report["voc"], report["auroc_return"], (report["own_task"] or {}).get("ranked_correctly", 0)]))
+
+
 def train_progress(args, command_line: str) -> Path:
-    """Train the head (see the module docstring); keeps the checkpoint with the lowest validation loss."""
+    """Train the head (see the module docstring); keeps the checkpoint with the best `validation_score`."""
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     rows = read_manifest(args.data)
@@ -127,25 +155,22 @@ def train_progress(args, command_line: str) -> Path:
     task_sentences: dict[frozenset, list[str]] = {}
     for row in rows:
         task_sentences.setdefault(task_key(row), [row["task"], *(row.get("paraphrases") or [])])
-
-    def split(name: str) -> ProgressBatches:
-        chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == name]
-        return ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
-                               tuple(args.progress_shares), task_sentences)
-
     has_val = any(row["success"] and row.get("split") == "val" for row in rows)  # a tiny set may have none
-    train, val = split("train"), split("val" if has_val else "train")
+    chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == "train"]
+    train = ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
+                            tuple(args.progress_shares), task_sentences)
+    val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows)
+                if row.get("split", "train") == ("val" if has_val else "train")][: args.val_videos]
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
                             feature_channels=spec.channels, hidden=args.embed_dim, dropout=args.dropout)
     head = ProgressHead(config).to(args.device)
+    scorer = CachedFeatureScorer(head, sentence_features, args.device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    val_draw = np.random.default_rng(args.seed + 1)
-    val_batches = [val.draw(args.batch_size, val_draw, args.device) for _ in range(8)]
     out = Path(args.out or "runs/progress")
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "train_log.jsonl").open("w")
-    best, started = float("inf"), time.time()
+    best, started = -float("inf"), time.time()
     eval_every = args.eval_every or 250
     progress = tqdm(range(1, args.steps + 1), desc="train progress")
     for step in progress:
@@ -159,14 +184,16 @@ def train_progress(args, command_line: str) -> Path:
         record = {"step": step, "seconds": round(time.time() - started, 1), **metrics}
         if step % eval_every == 0 or step == args.steps:
             head.eval()
-            with torch.no_grad():
-                record["val_loss"] = float(np.mean([progress_loss(head, *batch)[0].item() for batch in val_batches]))
-            if record["val_loss"] < best:
-                best = record["val_loss"]
+            report = evaluate(scorer, val_rows, split="all", progress=False)
+            record |= {"val_voc": report["voc"], "val_auroc": report["auroc_return"],
+                       "val_own_task": (report["own_task"] or {}).get("ranked_correctly"),
+                       "val_score": validation_score(report)}
+            if record["val_score"] > best:
+                best = record["val_score"]
                 save_checkpoint(head, out, extra={"trained_with": command_line, "steps": step, "dataset": str(args.data),
-                                                  "val_loss": round(best, 5)})
-            progress.set_postfix(loss=f"{metrics['loss']:.3f}", val=f"{record['val_loss']:.3f}")
-        if step % args.log_every == 0 or "val_loss" in record:
+                                                  "val_score": round(best, 4)})
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", val_voc=report["voc"], val_auroc=report["auroc_return"])
+        if step % args.log_every == 0 or "val_score" in record:
             log.write(json.dumps(record) + "\n")
             log.flush()
     log.close()

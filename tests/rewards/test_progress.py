@@ -195,7 +195,8 @@ def test_vlreward_train_progress_writes_a_loadable_critic(dataset, tmp_path):
     out = main(Args(data=str(dataset), out=str(tmp_path / "progress"), objective="progress", steps=30,
                     batch_size=32, lr=1e-3, embed_dim=32, image_size=64, eval_every=15, log_every=5))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "val_loss" in r] == [15, 30]
+    validations = [r for r in log if "val_score" in r]
+    assert [r["step"] for r in validations] == [15, 30] and all(-1 <= r["val_voc"] <= 1 for r in validations)
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "progress" and config["trained_with"] is not None
     row = read_manifest(dataset)[0]
