@@ -24,12 +24,15 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def service_url(ray_cluster):
-    """The shipped default critic behind the real HTTP ingress, on the session's local Ray."""
+    """Shipped critics behind the real HTTP ingress, on the session's local Ray: the fast small-CNN baseline first
+    (the service's default route), ORCA, and the shipped default critic (rewards.DEFAULT_MODEL)."""
     from ray import serve
 
+    from rewards import DEFAULT_MODEL
     from serve.app import ServeArgs, run_local
 
-    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca"], max_frames=512), port=SERVE_PORT)
+    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512),
+                    port=SERVE_PORT)
     serve.shutdown()
 
 

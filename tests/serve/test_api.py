@@ -28,7 +28,8 @@ def test_health_and_models(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").status_code == 200
     models = http.get("/v1/models").json()["models"]
-    assert [(m["name"], m["goal_kinds"]) for m in models] == [("babyai-liv", ["text", "image"]), ("babyai-orca", ["demo"])]
+    assert [(m["name"], m["goal_kinds"]) for m in models] == [("babyai-liv", ["text", "image"]), ("babyai-orca", ["demo"]),
+                                                                  (rewards.DEFAULT_MODEL, ["text"])]
     assert all(m["version"] for m in models)
 
 
@@ -38,7 +39,7 @@ def test_scores_a_real_mp4_like_the_local_model(http, babyai_videos):
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"model", "num_frames", "values", "rewards", "return"}
-    assert body["model"] == rewards.DEFAULT_MODEL and body["num_frames"] == len(episode.frames)
+    assert body["model"] == "babyai-liv" and body["num_frames"] == len(episode.frames)  # the service's first model
     assert len(body["values"]) == len(body["rewards"]) == body["num_frames"] and body["rewards"][0] == 0
     assert body["return"] == pytest.approx(sum(body["rewards"]), abs=1e-5)
     from rewards.video import decode_video
@@ -175,8 +176,8 @@ def test_openapi_docs_and_web_page(http):
 
 def test_remote_model_speaks_the_protocol(service_url, random_frames):
     remote = RemoteRewardModel(service_url)
-    assert isinstance(remote, rewards.RewardModel) and remote.name == rewards.DEFAULT_MODEL
-    local = rewards.load_model()
+    assert isinstance(remote, rewards.RewardModel) and remote.name == "babyai-liv"
+    local = rewards.load_model("babyai-liv")
     np.testing.assert_allclose(remote.score(random_frames, "go to the red ball").values,
                                local.score(random_frames, "go to the red ball").values, atol=1e-5)
     np.testing.assert_allclose(remote.embed_goal("go to the red ball").vector,
@@ -188,3 +189,18 @@ def test_remote_model_speaks_the_protocol(service_url, random_frames):
 def test_unreachable_service_raises_not_ready_instead_of_returning_zeros():
     with pytest.raises(rewards.ModelNotReadyError):
         RemoteRewardModel("http://127.0.0.1:9", retries=1, backoff_s=0.01)
+
+
+def test_the_default_critic_serves_scores_and_streams_like_the_local_model(service_url, babyai_videos):
+    from rewards.video import decode_video
+
+    path, episode = babyai_videos["success"][0]
+    frames = decode_video(path)
+    remote, local = RemoteRewardModel(service_url, rewards.DEFAULT_MODEL), rewards.load_model()
+    served = remote.score(frames, episode.mission)
+    np.testing.assert_allclose(served.values, local.score(frames, episode.mission).values, atol=1e-4)
+    state, streamed = None, []
+    for frame in frames:
+        reward, state = remote.score_step(frame, episode.mission, state)
+        streamed.append(reward)
+    np.testing.assert_allclose(streamed, served.rewards, atol=1e-4)
