@@ -22,7 +22,7 @@ from vlreward.args import arg, parse_args
 class Args:
     """Decode and score the same H.264 clip at several frame sizes."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "shipped model name or checkpoint directory")
+    model: str = arg("babyai-liv", "shipped model name or checkpoint directory")
     sizes: list[int] = arg([64, 128, 224], "rendered frame sides in pixels (multiples of 16)")
     frames: int = arg(128, "frames per clip")
     seconds: float = arg(3.0, "measured seconds per number")

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-import rewards
 from bench.common import (babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity,
                           write_result)
 from serve.client import npy_bytes
@@ -30,7 +29,7 @@ GB = 2**30
 class Args:
     """RSS and PSS of each process of the running service, by role."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "the model the replica serves")
+    model: str = arg("babyai-liv", "the model the replica serves")
     warm_requests: int = arg(20, "score requests (half .npy, half mp4, 64 frames) before measuring")
     port: int = arg(8313, "port of the service")
     out: str = arg("runs/bench/memory.json", "JSON result file")

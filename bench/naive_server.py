@@ -24,7 +24,7 @@ from vlreward.args import arg, parse_args
 class Args:
     """Serve one reward model the naive way."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "model name or checkpoint directory")
+    model: str = arg("babyai-liv", "model name or checkpoint directory")
     host: str = arg("127.0.0.1", "interface to listen on")
     port: int = arg(8311, "port to listen on")
     device: str = arg("auto", "torch device; auto picks cuda when present")

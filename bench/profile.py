@@ -14,7 +14,6 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import rewards
 from bench.common import (babyai_frames, drive, local_service, markdown_table, ray_processes, run_identity, score_body,
                           write_result)
 from serve.client import npy_bytes
@@ -25,7 +24,7 @@ from vlreward.args import arg, parse_args
 class Args:
     """Sample the replica and the ingress under load with py-spy."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "the model the replica serves")
+    model: str = arg("babyai-liv", "the model the replica serves")
     clients: int = arg(8, "concurrent closed-loop clients")
     seconds: int = arg(20, "sampled seconds")
     top: int = arg(15, "functions listed per process")

@@ -22,7 +22,6 @@ import httpx
 import numpy as np
 import psutil
 
-import rewards
 from bench.common import (babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity,
                           score_body, write_result)
 from serve.client import npy_bytes
@@ -35,7 +34,7 @@ MB = 2**20
 class Args:
     """Mixed load in rounds; after each round, RSS and open fds of the ingress, replica and proxy."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "the model the replica serves")
+    model: str = arg("babyai-liv", "the model the replica serves")
     requests: int = arg(2000, "requests in all")
     rounds: int = arg(10, "measurement rounds (the first one is the warm-up)")
     clients: int = arg(4, "concurrent closed-loop clients")

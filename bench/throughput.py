@@ -34,7 +34,7 @@ from vlreward.args import arg, parse_args
 class Args:
     """Frames/s of the model in-process, the service over HTTP and the naive peer, side by side."""
 
-    model: str = arg(rewards.DEFAULT_MODEL, "shipped model name or checkpoint directory")
+    model: str = arg("babyai-liv", "shipped model name or checkpoint directory")
     trajectory_frames: int = arg(64, "frames per scored trajectory (one request)")
     frame_size: int = arg(64, "rendered frame side in pixels")
     batch_sizes: list[int] = arg([256, 1024, 4096], "in-process batch sizes (frames) to find the best one")

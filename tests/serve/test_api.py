@@ -44,7 +44,7 @@ def test_scores_a_real_mp4_like_the_local_model(http, babyai_videos):
     assert body["return"] == pytest.approx(sum(body["rewards"]), abs=1e-5)
     from rewards.video import decode_video
 
-    local = rewards.load_model().score(decode_video(path), episode.mission)
+    local = rewards.load_model("babyai-liv").score(decode_video(path), episode.mission)
     np.testing.assert_allclose(body["values"], local.values, atol=1e-4)
 
 
@@ -81,7 +81,7 @@ def test_goal_image_scores_like_the_local_model(http, babyai_videos):
     goal = frames[-1]
     response = http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(frames)), "goal_image": ("g.png", png_bytes(goal))})
     assert response.status_code == 200, response.text
-    np.testing.assert_allclose(response.json()["values"], rewards.load_model().score(frames, goal).values, atol=1e-5)
+    np.testing.assert_allclose(response.json()["values"], rewards.load_model("babyai-liv").score(frames, goal).values, atol=1e-5)
     assert response.json()["values"][-1] == pytest.approx(1.0, abs=1e-5)  # the goal frame itself: cosine 1
 
 
