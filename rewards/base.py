@@ -101,6 +101,18 @@ def check_task_text(goal: str) -> str:
     return text
 
 
+def text_goal(goal: Goal, model: str) -> str | GoalEmbedding:
+    """For text-only models: a text GoalEmbedding as it is, or the checked task text; InvalidTaskError naming
+    `model` for any other goal."""
+    if isinstance(goal, GoalEmbedding):
+        if goal.kind != "text":
+            raise InvalidTaskError(f"{model} takes a task string, not a {goal.kind} goal")
+        return goal
+    if not isinstance(goal, str):
+        raise InvalidTaskError(f"{model} takes a task string, not {type(goal).__name__}")
+    return check_task_text(goal)
+
+
 def goal_kind(goal: Goal) -> str:
     """"text" for a string, "image" for [H, W, 3], "demo" for [N, H, W, 3]; InvalidTaskError otherwise."""
     if isinstance(goal, GoalEmbedding):

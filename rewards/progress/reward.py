@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rewards.base import Goal, GoalEmbedding, Score, StepState, check_task_text, goal_digest, state_array
+from rewards.base import Goal, GoalEmbedding, Score, StepState, goal_digest, state_array, text_goal
 from rewards.critic import CriticReward
 from rewards.errors import InvalidTaskError
 from rewards.math import value_difference_rewards
@@ -26,13 +26,9 @@ class ProgressReward(CriticReward):
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         """A task sentence -> its frozen MiniLM features [384] (the head reads them through FiLM)."""
-        if isinstance(goal, GoalEmbedding):
-            if goal.kind != "text":
-                raise InvalidTaskError(f"the progress critic takes a task string, not a {goal.kind} goal")
-            return goal
-        if not isinstance(goal, str):
-            raise InvalidTaskError(f"the progress critic takes a task string, not {type(goal).__name__}")
-        text = check_task_text(goal)
+        text = text_goal(goal, "the progress critic")
+        if isinstance(text, GoalEmbedding):
+            return text
         return GoalEmbedding("text", self.sentence_encoder([text])[0].float().cpu().numpy(), goal_digest(text))
 
     def _values(self, start: torch.Tensor, now: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rewards.base import Goal, GoalEmbedding, Score, StepState, check_task_text, goal_digest, state_array
+from rewards.base import Goal, GoalEmbedding, Score, StepState, goal_digest, state_array, text_goal
 from rewards.critic import CriticReward
 from rewards.errors import InvalidTaskError
 from rewards.preprocess import embed_videos
@@ -29,13 +29,9 @@ class VLCReward(CriticReward):
 
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
-        if isinstance(goal, GoalEmbedding):
-            if goal.kind != "text":
-                raise InvalidTaskError(f"VLC takes a task string, not a {goal.kind} goal")
-            return goal
-        if not isinstance(goal, str):
-            raise InvalidTaskError(f"VLC takes a task string, not {type(goal).__name__}")
-        text = check_task_text(goal)
+        text = text_goal(goal, "VLC")
+        if isinstance(text, GoalEmbedding):
+            return text
         vector = self.critic.encode_text(self.sentence_encoder([text]))[0]
         return GoalEmbedding("text", vector.float().cpu().numpy(), goal_digest(text))
 
