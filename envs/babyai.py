@@ -98,8 +98,8 @@ class BabyAIEnv(gym.Wrapper):
 
 
 def remaining_path(env) -> int | None:
-    """Actions (turns and steps forward) the agent still needs to face its mission's object: the bot's remaining
-    path, by breadth-first search over (cell, direction). None for missions with no single object to reach (put
+    """Actions (turns, steps forward and the final pick-up or toggle) the agent still needs to do its mission's
+    object: the bot's remaining path, by breadth-first search over (cell, direction). None for missions with no single object to reach (put
     next, sequences) or when no matching object is reachable."""
     instrs = env.instrs
     if not isinstance(instrs, (GoToInstr, PickupInstr, OpenInstr)):
@@ -107,6 +107,7 @@ def remaining_path(env) -> int | None:
     if isinstance(instrs, PickupInstr) and env.carrying is not None and env.carrying in instrs.desc.obj_set:
         return 0
     targets = set(map(tuple, instrs.desc.obj_poss))
+    last_action = 0 if isinstance(instrs, GoToInstr) else 1  # picking up or opening takes one more action
     steps = ((1, 0), (0, 1), (-1, 0), (0, -1))  # MiniGrid's directions: right, down, left, up
     start = (*env.agent_pos, env.agent_dir)
     seen, frontier = {start: 0}, deque([start])
@@ -114,7 +115,7 @@ def remaining_path(env) -> int | None:
         x, y, direction = state = frontier.popleft()
         ahead = (x + steps[direction][0], y + steps[direction][1])
         if ahead in targets:
-            return seen[state]
+            return seen[state] + last_action
         nexts = [(x, y, (direction - 1) % 4), (x, y, (direction + 1) % 4)]
         if 0 <= ahead[0] < env.width and 0 <= ahead[1] < env.height:
             obj = env.grid.get(*ahead)

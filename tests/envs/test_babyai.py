@@ -88,3 +88,20 @@ def test_paraphrases_reword_the_verb_only(mission, second):
 
 def test_a_mission_without_known_verb_has_no_paraphrase():
     assert paraphrases("dance around the ball") == ("dance around the ball",)
+
+
+@pytest.mark.parametrize("task", ["GoToRedBall", "GoToLocal", "PickupLoc"])
+def test_progress_is_the_share_of_the_bots_remaining_path_closed(task):
+    for seed in range(3):
+        expert = rollout(task, seed, "expert")
+        steps = np.diff(expert.progress[: expert.success_step + 1])
+        assert expert.progress[0] == 0 and expert.progress[expert.success_step] == 1
+        assert (steps > 0).all() and np.ptp(steps) < 1e-4 or task == "PickupLoc"  # GoTo: one action, one share
+        assert (np.diff(expert.progress) >= 0).all()
+        random = rollout(task, seed, "random")
+        assert random.progress.shape == (len(random.frames),) and random.progress.min() >= 0
+        assert (random.progress.max() == 1) == random.success  # a random walk may happen to succeed
+
+
+def test_missions_without_one_object_to_reach_have_no_progress():
+    assert rollout("PutNextLocal", 0, "expert").progress is None

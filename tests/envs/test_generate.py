@@ -29,7 +29,8 @@ def test_generate_writes_decodable_videos_and_manifest(tmp_path):
         episode = rollout(row["env_task"], row["seed"], row["policy"], attempt=row["attempt"])
         assert frames.shape == (row["num_frames"], 64, 64, 3) == episode.frames.shape
         assert np.abs(frames.astype(int) - episode.frames).mean() < 10
-        assert row["env"] == "babyai" and row["progress"] is None
+        assert row["env"] == "babyai" and len(row["progress"]) == row["num_frames"]
+        assert row["progress"][0] == 0 and (row["progress"][-1] == 1) == row["success"]
         sentences = paraphrases(episode.mission)  # a task's j-th episode is worded with rewording j
         assert row["task"] == sentences[row["paraphrase"]] and set(row["paraphrases"]) == set(sentences) - {row["task"]}
     assert [row["paraphrase"] for row in rows] == [0, 0, 1, 1] and rows[2]["task"].startswith("walk to")
