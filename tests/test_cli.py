@@ -80,7 +80,8 @@ def test_models_lists_what_a_service_serves(service_url):
     result = vlreward("models", "--url", service_url)
     assert result.returncode == 0, result.stderr
     assert [line.split()[:3] for line in result.stdout.splitlines()[1:]] == [
-        ["babyai-liv", "LIVReward", "text,image"], ["babyai-orca", "ORCAReward", "demo"]]
+        ["babyai-liv", "LIVReward", "text,image"], ["babyai-orca", "ORCAReward", "demo"],
+        [rewards.DEFAULT_MODEL, "ProgressReward", "text"]]
 
 
 def test_serve_refuses_a_bad_config_before_starting_ray(tmp_path):

@@ -51,7 +51,9 @@ def test_shipped_models_score_under_bf16_autocast_like_fp32(name):
         half = model.score(frames, goal)
         streamed, _ = model.score_step(frames[0], goal)
     assert half.values.dtype == np.float32 and np.isfinite(streamed)
-    np.testing.assert_allclose(half.values, full.values, rtol=0.01, atol=0.02)  # VLC scores reach about ±6
+    # bf16 keeps 8 bits of mantissa: through a 16-block tower a logit moves by ~0.2 (0.05 of a progress value) and
+    # VLC's scores, which reach about ±6, by a few hundredths; judged against each model's own scale
+    np.testing.assert_allclose(half.values, full.values, atol=0.06 * max(1.0, np.abs(full.values).max()))
 
 
 def test_the_token_can_come_from_the_environment(monkeypatch):
