@@ -73,6 +73,12 @@ class ProgressHead(nn.Module):
         """embeddings of the first and the current frame [B, 2·hidden] -> progress logits [B]."""
         return self.out(torch.cat([now, now - start], dim=-1)).squeeze(-1)
 
+    def video_values(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """One video's feature maps [T, C, h, w] and its sentence features [text_dim] -> progress values [T] in
+        [0, 1], each frame read against the first."""
+        embedded = self.encode(features, sentence.expand(len(features), -1))
+        return self.predict(embedded[:1].expand_as(embedded), embedded).sigmoid().float()
+
     def forward(self, start: torch.Tensor, now: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """feature maps start/now [B, C, h, w], sentence features [B, text_dim] -> progress logits [B]."""
         return self.predict(self.encode(start, sentence), self.encode(now, sentence))

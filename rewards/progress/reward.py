@@ -31,10 +31,6 @@ class ProgressReward(CriticReward):
             return text
         return GoalEmbedding("text", self.sentence_encoder([text])[0].float().cpu().numpy(), goal_digest(text))
 
-    def _values(self, start: torch.Tensor, now: torch.Tensor) -> np.ndarray:
-        """Embeddings of the first frame [1 or B, E] and the current ones [B, E] -> values [B]."""
-        return self.critic.head.predict(start.expand_as(now), now).sigmoid().float().cpu().numpy()
-
     @torch.no_grad()
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
         """Score many videos with one tower pass over all their frames."""
@@ -43,8 +39,7 @@ class ProgressReward(CriticReward):
         sentences = self.goal_vectors(goals)
         scores = []
         for features, sentence in zip(embed_videos(self.embed_frames, trajectories), sentences):
-            embeddings = self.critic.head.encode(features, sentence.expand(len(features), -1))
-            values = self._values(embeddings[:1], embeddings)
+            values = self.critic.head.video_values(features, sentence).cpu().numpy()
             scores.append(Score(values=values, rewards=value_difference_rewards(values)))
         return scores
 
@@ -63,7 +58,7 @@ class ProgressReward(CriticReward):
         start = torch.stack([now[i] if state is None else
                              torch.from_numpy(state_array(state, "start", (size,))).to(self.device)
                              for i, state in enumerate(states)])
-        values = self._values(start, now)
+        values = self.critic.head.predict(start, now).sigmoid().float().cpu().numpy()
         previous = np.array([values[i] if state is None else state_array(state, "value", (1,))[0]
                              for i, state in enumerate(states)], np.float32)
         starts = start.float().cpu().numpy()

@@ -58,6 +58,7 @@ class ProgressBatches:
         self.successes = [i for i, row in enumerate(rows) if row["success"]]
         if not self.successes:
             raise ValueError("the split has no successful videos")
+        self.rankable = [i for i in self.successes if np.ptp(self.targets[i]) > 0]
         self.shares = np.asarray(shares) / sum(shares)
         self.other_tasks = [[texts for key, texts in task_sentences.items() if key != task_key(row)] for row in rows]
         if self.shares[KINDS.index("mismatched")] > 0 and not all(self.other_tasks[i] for i in self.successes):
@@ -95,15 +96,17 @@ class ProgressBatches:
             nows.append(self.features[i][t])
             sentences.append(self.sentence_features[sentence])
             targets.append(target)
-        as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device).float()  # noqa: E731
-        return as_tensor(starts), as_tensor(nows), torch.stack(sentences).to(device), torch.tensor(targets, device=device)
+        return (_stacked(starts, device), _stacked(nows, device), torch.stack(sentences).to(device),
+                torch.tensor(targets, device=device))
 
     def draw_pairs(self, count: int, rng: np.random.Generator, device: str):
         """Two frames of one successful video in time order, whose labels differ:
         -> start, earlier, later [P, C, h, w] and sentence [P, D]."""
+        if not self.rankable:
+            raise ValueError("ranking pairs need a successful video whose progress labels differ")
         starts, earlier, later, sentences = [], [], [], []
         while len(starts) < count:
-            i = self.successes[rng.integers(len(self.successes))]
+            i = self._pick(self.rankable, rng)
             a, b = sorted(rng.integers(len(self.features[i]), size=2))
             if self.targets[i][b] <= self.targets[i][a]:
                 continue
@@ -111,8 +114,12 @@ class ProgressBatches:
             earlier.append(self.features[i][a])
             later.append(self.features[i][b])
             sentences.append(self.sentence_features[self._sentence(self.rows[i], rng)])
-        as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device).float()  # noqa: E731
-        return as_tensor(starts), as_tensor(earlier), as_tensor(later), torch.stack(sentences).to(device)
+        return _stacked(starts, device), _stacked(earlier, device), _stacked(later, device), torch.stack(sentences).to(device)
+
+
+def _stacked(arrays: list[np.ndarray], device: str) -> torch.Tensor:
+    """Cached float16 feature maps -> one float32 batch on `device`."""
+    return torch.from_numpy(np.stack(arrays)).to(device).float()
 
 
 class CachedFeatureScorer:
@@ -128,9 +135,8 @@ class CachedFeatureScorer:
     def score_batch(self, trajectories, goals) -> list[Score]:
         scores = []
         for features, goal in zip(trajectories, goals):
-            maps = torch.from_numpy(np.asarray(features)).to(self.device).float()
-            embedded = self.head.encode(maps, self.sentence_features[goal].to(self.device).expand(len(maps), -1))
-            values = self.head.predict(embedded[:1].expand_as(embedded), embedded).sigmoid().cpu().numpy()
+            maps = torch.from_numpy(np.asarray(features)).to(self.device)
+            values = self.head.video_values(maps, self.sentence_features[goal].to(self.device)).cpu().numpy()
             scores.append(Score(values=values, rewards=value_difference_rewards(values)))
         return scores
 
