@@ -33,7 +33,7 @@ def test_upload_a_video_and_see_its_reward_curve(browser, service_url, babyai_vi
     path, episode = babyai_videos["success"][0]
     browser.get(f"{service_url}/")
     wait = WebDriverWait(browser, 60)
-    wait.until(lambda b: len(Select(b.find_element(By.ID, "model")).options) == 2)
+    wait.until(lambda b: len(Select(b.find_element(By.ID, "model")).options) == 3)  # the models the fixture serves
     model = Select(browser.find_element(By.ID, "model"))
 
     model.select_by_value("babyai-orca")  # a demo-goal model: the task box goes, the demo upload comes
