@@ -1,6 +1,6 @@
 """How well does a critic separate success from failure, before any RL? Prints a table.
 
-    python bench/critic_quality.py --model babyai-liv --data data/babyai
+    python -m bench.critic_quality --model babyai-liv --data data/babyai
 """
 
 from __future__ import annotations

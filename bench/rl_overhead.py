@@ -4,7 +4,7 @@ Starts its own local Ray + vlreward app, then runs a few PPO iterations (RLlib, 
 the env's own success reward (no service), the service over HTTP, a Serve deployment handle, and the model
 in-process. Also measures what rendering the frames costs at the critic's input size vs full resolution.
 
-    python bench/rl_overhead.py --iterations 3 --port 8401
+    python -m bench.rl_overhead --iterations 3 --port 8401
 """
 
 from __future__ import annotations
