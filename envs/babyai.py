@@ -54,7 +54,9 @@ def paraphrases(mission: str) -> tuple[str, ...]:
 
 
 class BabyAIEnv(gym.Wrapper):
-    """Flat float32 state observations plus `info["frame"]`, `info["mission"]` and `info["success"]`.
+    """Flat float32 state observations plus `info["frame"]`, `info["mission"]`, `info["success"]` and
+    `info["progress"]` (the share of the bot's path closed since the reset, `path_progress`; NaN for missions
+    without a single object to reach, so the key is a float in every info and vector envs can stack it).
 
     Observation: the 7x7x3 egocentric grid encoding scaled to [0, 1], then a one-hot direction (151 values).
     `terminated`/`truncated` are the MiniGrid ones, untouched. BabyAI pays a positive reward only on the step
@@ -72,6 +74,7 @@ class BabyAIEnv(gym.Wrapper):
             seed, self._first_seed = self._first_seed, None
         with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints every rejected level sample
             obs, info = self.env.reset(seed=seed, options=options)
+        self._start_path = remaining_path(self.unwrapped)
         return self._observation(obs), self._info(info, success=False)
 
     def step(self, action):
@@ -83,8 +86,9 @@ class BabyAIEnv(gym.Wrapper):
         return np.concatenate([image, np.eye(4, dtype=np.float32)[obs["direction"]]])
 
     def _info(self, info: dict, success: bool) -> dict:
+        progress = path_progress(self._start_path, remaining_path(self.unwrapped))
         return {**info, "frame": self.render_frame(), "mission": self.unwrapped.mission, "success": bool(success),
-                "distance": remaining_path(self.unwrapped)}
+                "progress": progress}
 
     def render_frame(self) -> np.ndarray:
         """Top-down RGB view without the agent-view highlight: uint8 [render_size, render_size, 3]."""
@@ -128,13 +132,11 @@ def remaining_path(env) -> int | None:
     return None
 
 
-def path_progress(distances: list[int | None]) -> np.ndarray | None:
-    """Per-frame progress in [0, 1] from the remaining path: 1 − d_t / d_0 (1 throughout when it starts there);
-    None when any frame has no distance."""
-    if any(d is None for d in distances):
-        return None
-    d = np.asarray(distances, np.float32)
-    return np.ones_like(d) if d[0] == 0 else np.clip(1 - d / d[0], 0, 1)
+def path_progress(start: int | None, now: int | None) -> float:
+    """Progress in [0, 1] from the remaining path: 1 − now / start (1 when it started there); NaN without a path."""
+    if start is None or now is None:
+        return math.nan
+    return 1.0 if start == 0 else float(np.clip(1 - now / start, 0, 1))
 
 
 def make_env(task: str, seed: int | None = None, render_size: int = 64) -> gym.Env:
@@ -213,8 +215,10 @@ def rollout(
     frames, states, actions, infos = record(env, seed, make_policy, max_steps)
     env.close()
     success_step = first_success(infos)
-    progress = path_progress([info["distance"] for info in infos])
-    if progress is not None and success_step is not None:
+    progress = np.array([info["progress"] for info in infos], np.float32)
+    if np.isnan(progress).any():
+        progress = None
+    elif success_step is not None:
         progress[success_step:] = 1.0
     return Episode(np.stack(frames), np.stack(states), np.array(actions, dtype=np.int64), infos[-1]["mission"],
                    success_step is not None, level_name(task), seed, policy, success_step, progress=progress,

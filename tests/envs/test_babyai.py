@@ -105,3 +105,12 @@ def test_progress_is_the_share_of_the_bots_remaining_path_closed(task):
 
 def test_missions_without_one_object_to_reach_have_no_progress():
     assert rollout("PutNextLocal", 0, "expert").progress is None
+
+
+def test_progress_info_stacks_in_a_vector_env_of_mixed_missions():
+    envs = gym.vector.SyncVectorEnv([lambda: make_env("GoToRedBall", seed=0), lambda: make_env("PutNextLocal", seed=1)])
+    envs.reset()
+    for _ in range(3):
+        *_, infos = envs.step(envs.action_space.sample())
+    assert infos["progress"].dtype.kind == "f" and 0 <= infos["progress"][0] <= 1 and np.isnan(infos["progress"][1])
+    envs.close()
