@@ -41,9 +41,14 @@ class CriticReward(StreamingMixin):
     def from_checkpoint(cls, name: str, directory: str | Path, config_cls, module_cls, device: str = "cpu"):
         """The critic saved in `directory` (weights only) with the frozen MiniLM its text projection expects."""
         critic, digest = load_checkpoint(directory, config_cls, module_cls)
+        return cls.with_text_backbone(name, critic, digest, device)
+
+    @classmethod
+    def with_text_backbone(cls, name: str, critic: torch.nn.Module, version: str, device: str = "cpu"):
+        """The reward around a loaded critic, with the frozen sentence encoder its config names (MiniLM only)."""
         if critic.config.text_backbone != "all-minilm-l6-v2":
             raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-        return cls(name, critic, shared_minilm(), version=digest, device=device)
+        return cls(name, critic, shared_minilm(), version=version, device=device)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:

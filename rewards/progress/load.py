@@ -14,7 +14,6 @@ from rewards.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from rewards.errors import InvalidCheckpointError
 from rewards.progress.model import ProgressConfig, ProgressCritic
 from rewards.progress.reward import ProgressReward
-from rewards.text import shared_minilm
 
 
 def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[ProgressCritic, str]:
@@ -37,6 +36,4 @@ def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[Pr
 def load_progress(name: str, directory: str | Path, device: str = "cpu") -> ProgressReward:
     """A progress critic from disk behind the RewardModel protocol."""
     critic, digest = load_progress_critic(directory, device)
-    if critic.config.text_backbone != "all-minilm-l6-v2":
-        raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-    return ProgressReward(name, critic, shared_minilm(), version=digest, device=device)
+    return ProgressReward.with_text_backbone(name, critic, digest, device)
