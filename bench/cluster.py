@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from bench.common import run_identity, wait_ready, write_result
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "serve_config.yaml"
 SCENARIOS = ("autoscale", "replica_failure", "node_failure", "rl")

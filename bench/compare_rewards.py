@@ -18,7 +18,7 @@ import rewards
 from bench.common import markdown_table, run_identity, write_result
 from rewards.evaluate import evaluate
 from rewards.orca import ORCAReward
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 MATCHERS = {"ORCA": "orca", "OT": "ot", "TemporalOT": "temporal_ot", "DTW": "dtw"}
 COLUMNS = ["model", "goal", "videos", "VOC", "VOC (15 frames)", "AUROC return", "AUROC final", "own task first",

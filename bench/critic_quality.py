@@ -15,7 +15,7 @@ import rewards
 from envs.babyai import rollout
 from rewards.metrics import auroc, value_order_correlation
 from rewards.video import decode_video, read_manifest
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import rewards
 from bench.common import TASK, babyai_frames, markdown_table, mp4_bytes, run_identity, write_result
 from rewards.video import decode_video
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

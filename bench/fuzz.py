@@ -31,7 +31,7 @@ from hypothesis.extra import numpy as hnp
 
 from bench.common import babyai_frames, local_service, markdown_table, ray_processes, run_identity, write_result
 from serve.client import npy_bytes, npz_bytes
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 TASK = "go to the red ball"
 

@@ -20,7 +20,7 @@ import psutil
 from bench.common import (babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity,
                           write_result)
 from serve.client import npy_bytes
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 GB = 2**30
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 
 import rewards
 from rewards.video import decode_video
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

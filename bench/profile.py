@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import (babyai_frames, drive, local_service, markdown_table, ray_processes, run_identity, score_body,
                           write_result)
 from serve.client import npy_bytes
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

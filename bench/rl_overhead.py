@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from bench.common import markdown_table, run_identity, write_result
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

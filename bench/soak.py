@@ -25,7 +25,7 @@ import psutil
 from bench.common import (babyai_frames, local_service, markdown_table, mp4_bytes, ray_processes, run_identity,
                           score_body, write_result)
 from serve.client import npy_bytes
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 MB = 2**20
 

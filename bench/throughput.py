@@ -27,7 +27,7 @@ import rewards
 from bench.common import (TASK, babyai_frames, drive, local_service, markdown_table, mp4_bytes, run_identity,
                           score_body, write_result)
 from serve.client import npy_bytes
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass

@@ -21,19 +21,20 @@ import hashlib
 import json
 import multiprocessing
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 from tqdm import tqdm
 
 from envs import babyai
 from envs.episode import Episode
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 ENVS = ("babyai", "metaworld")
 DEFAULT_TASKS = {"babyai": ["GoToRedBall"], "metaworld": None}  # None: every Meta-World task in envs.metaworld
@@ -158,17 +159,22 @@ def warp_indices(num_frames: int, warp: str, rng: np.random.Generator) -> np.nda
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """uint8 frames [T, H, W, 3] (H, W even) -> an H.264 mp4 that decord reads back closely."""
-    imageio.mimwrite(
-        path,
-        list(frames),
-        fps=fps,
-        codec="libx264",
-        pixelformat="yuv420p",
-        macro_block_size=2,  # yuv420p needs even sides; the encoder pads to its 16-px blocks itself
-        quality=8,  # crf 10: mean decode error ~1.4/255 at 64 px, mostly from yuv420p chroma
-        ffmpeg_log_level="error",
-    )
+    """uint8 frames [T, H, W, 3] (H, W even) -> an H.264 mp4 that decord reads back closely.
+
+    ffmpeg is started without a Python pre-exec hook, so CPython vforks and execs it at once: no fork handlers
+    run, which keeps this safe in a process that holds Ray's gRPC threads (imageio's writer forks with a hook,
+    and gRPC aborts such a child when other threads are inside it).
+    """
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    _, height, width, _ = frames.shape
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p",
+               "-crf", "10",  # mean decode error ~1.4/255 at 64 px, mostly from yuv420p chroma
+               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(path)]
+    finished = subprocess.run(command, input=frames.tobytes(), capture_output=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not write {path}: {finished.stderr.decode(errors='replace')[-300:]}")
     return Path(path)
 
 

@@ -7,7 +7,10 @@ from rewards.errors import (
     InvalidTaskError,
     InvalidVideoError,
     ModelNotReadyError,
+    OverloadedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
+    UnauthorizedError,
     UnknownModelError,
     VLRewardError,
 )
@@ -15,6 +18,7 @@ from rewards.registry import DEFAULT_MODEL, get_config, list_models, load_model
 
 __all__ = [
     "DEFAULT_MODEL", "GOAL_KINDS", "Goal", "GoalEmbedding", "InvalidCheckpointError", "InvalidStateError", "InvalidTaskError",
-    "InvalidVideoError", "ModelNotReadyError", "PayloadTooLargeError", "RewardModel", "Score", "StepState", "UnknownModelError", "VLRewardError",
+    "InvalidVideoError", "ModelNotReadyError", "OverloadedError", "PayloadTooLargeError",
+    "RequestTimeoutError", "UnauthorizedError", "RewardModel", "Score", "StepState", "UnknownModelError", "VLRewardError",
     "get_config", "goal_digest", "goal_kind", "list_models", "load_model",
 ]

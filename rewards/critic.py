@@ -48,7 +48,7 @@ class CriticReward(StreamingMixin):
         """The reward around a loaded critic, with the frozen sentence encoder its config names (MiniLM only)."""
         if critic.config.text_backbone != "all-minilm-l6-v2":
             raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-        return cls(name, critic, shared_minilm(), version=version, device=device)
+        return cls(name, critic, shared_minilm(device), version=version, device=device)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:

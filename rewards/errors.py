@@ -1,4 +1,4 @@
-"""Error types of vlreward. They know nothing about HTTP: serve/errors.py maps them to statuses."""
+"""Every error type of vlreward. They know nothing about HTTP: serve/status.py maps them to statuses."""
 
 
 class VLRewardError(Exception):
@@ -50,3 +50,21 @@ class ModelNotReadyError(VLRewardError, RuntimeError):
     """Raised when a reward model (local or remote) cannot answer right now; retry later."""
 
     code = "model_not_ready"
+
+
+class OverloadedError(ModelNotReadyError):
+    """Raised when a model's request queue or the service's body budget is full: retry after a pause."""
+
+    code = "overloaded"
+
+
+class UnauthorizedError(VLRewardError):
+    """Raised when a token is configured and the request lacks the matching bearer token."""
+
+    code = "unauthorized"
+
+
+class RequestTimeoutError(VLRewardError):
+    """Raised when a client sends its headers or body too slowly (no progress within the read timeout)."""
+
+    code = "request_timeout"

@@ -31,7 +31,7 @@ from rewards.base import RewardModel, Score
 from rewards.errors import InvalidTaskError
 from rewards.metrics import auroc, pearson, relative_change, value_order_correlation
 from rewards.video import decode_video, read_manifest
-from vlreward.args import arg
+from rewards.args import arg
 
 Paraphraser = Callable[[dict], Sequence[str]]
 ARTICLES = {"a", "an", "the"}

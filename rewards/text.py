@@ -36,7 +36,8 @@ class SentenceEncoder(torch.nn.Module):
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
 
 
-@lru_cache(maxsize=1)
-def shared_minilm() -> SentenceEncoder:
-    """One frozen MiniLM per process: several critics may share it; it holds no trainable state."""
-    return SentenceEncoder(minilm_path())
+@lru_cache(maxsize=None)
+def shared_minilm(device: str = "cpu") -> SentenceEncoder:
+    """One frozen MiniLM per device per process: the critics on a device share it (it holds no trainable state),
+    and no caller moves it, so loading a model on another device never breaks the first."""
+    return SentenceEncoder(minilm_path()).to(device)

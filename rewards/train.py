@@ -33,7 +33,7 @@ from rewards.video import decode_video, read_manifest
 from rewards.vlc.load import load_vlc_critic
 from rewards.vlc.model import VideoLanguageCritic, VLCConfig, even_indices, vlc_loss
 from rewards.vlc.reward import VLCReward
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 
 @dataclass
@@ -176,7 +176,7 @@ def main(args: Args) -> Path:
         val_all = train_all
     train_videos = [v for v in train_all if learns_from(v)]
     val_videos = [v for v in val_all if learns_from(v)]  # for the val loss; the metrics see all of val_all
-    sentence_encoder = shared_minilm().to(args.device)
+    sentence_encoder = shared_minilm(args.device)
     tasks = sorted({v["task"] for v in train_all + val_all})
     sentence_features = dict(zip(tasks, sentence_encoder(tasks)))
 

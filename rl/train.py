@@ -32,7 +32,7 @@ import torch
 from rewards.base import RewardModel
 from rl.connector import ServiceReward
 from rl.mix import MODES, SIGNALS, RewardMix
-from vlreward.args import arg, parse_args
+from rewards.args import arg, parse_args
 
 ENV_NAME = "vlreward-tasks"
 ENVS = ("babyai", "metaworld")

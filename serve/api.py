@@ -16,7 +16,9 @@ from rewards import InvalidTaskError, InvalidVideoError, PayloadTooLargeError, U
 from rewards.preprocess import check_frames
 from rewards.video import decode_image
 from serve.decoding import IsolatedDecoder
-from serve.errors import UnauthorizedError, error_response, install_error_handlers
+from rewards.errors import UnauthorizedError
+from serve.errors import error_response, install_error_handlers
+from serve.status import ERROR_STATUS
 from serve.metrics import GatewayMetrics, timer
 from serve.schemas import (BatchScoreResponse, EmbedResponse, ErrorResponse, EvalLabel, ModelsResponse, ScoreResponse,
                            StepResponse)
@@ -24,7 +26,7 @@ from serve.wire import load_npy, load_npz, pack_states, unpack_states
 
 # what stays open when a token is set: liveness, the web page (it asks for the token) and the API docs
 PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 404, 413, 415, 422, 503)}
+ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in sorted(set(ERROR_STATUS.values()))}
 
 
 class ApiSettings(BaseModel):

@@ -25,12 +25,11 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from rewards import Goal, GoalEmbedding, InvalidTaskError, ModelNotReadyError, Score, StepState, VLRewardError
 from rewards.base import StreamingMixin, goal_kind
-from serve.errors import ERROR_STATUS
+from serve.status import ERROR_BY_CODE
 from serve.wire import npy_bytes, npz_bytes, pack_states, unpack_states
 
 __all__ = ["AsyncRemoteRewardModel", "RemoteRewardModel", "npy_bytes", "npz_bytes", "start_metrics_server"]
 
-ERROR_BY_CODE = {cls.code: cls for cls in ERROR_STATUS}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 REQUESTS = Counter("vlreward_client_requests", "reward-service calls by route and outcome", ["route", "outcome"])

@@ -1,4 +1,4 @@
-"""The one table from error types to HTTP statuses, and the FastAPI handlers that use it."""
+"""The FastAPI handlers that turn every error into `{"error": {"code", "message"}}` by serve/status.py's table."""
 
 from __future__ import annotations
 
@@ -9,54 +9,8 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 
-from rewards.errors import (
-    InvalidCheckpointError,
-    InvalidStateError,
-    InvalidTaskError,
-    InvalidVideoError,
-    ModelNotReadyError,
-    PayloadTooLargeError,
-    UnknownModelError,
-    VLRewardError,
-)
-
-
-class UnauthorizedError(VLRewardError):
-    """Raised when a token is configured and the request lacks the matching bearer token."""
-
-    code = "unauthorized"
-
-
-class OverloadedError(ModelNotReadyError):
-    """Raised when a model's request queue is full (Ray Serve backpressure): retry after a pause."""
-
-    code = "overloaded"
-
-
-class UnsupportedMediaError(VLRewardError):
-    """Raised when an upload is not of a media type the route takes (e.g. a video where .npy is expected)."""
-
-    code = "unsupported_media"
-
-
-ERROR_STATUS: dict[type[VLRewardError], int] = {
-    VLRewardError: 400,
-    InvalidVideoError: 422,
-    InvalidTaskError: 422,
-    InvalidStateError: 422,
-    InvalidCheckpointError: 400,
-    UnknownModelError: 404,
-    ModelNotReadyError: 503,
-    OverloadedError: 503,
-    UnauthorizedError: 401,
-    PayloadTooLargeError: 413,
-    UnsupportedMediaError: 415,
-}
-
-
-def status_of(error: VLRewardError) -> int:
-    """The status of the most specific mapped class (Ray wraps remote errors in subclasses)."""
-    return next(ERROR_STATUS[cls] for cls in type(error).__mro__ if cls in ERROR_STATUS)
+from rewards.errors import ModelNotReadyError, OverloadedError, VLRewardError
+from serve.status import RETRY_LATER, status_of
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -69,7 +23,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VLRewardError)
     async def vlreward_error(request: Request, error: VLRewardError):
         status = status_of(error)
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers = {"Retry-After": "1"} if status in RETRY_LATER else None
         message = str(error.args[0]) if error.args else error.code
         return error_response(status, error.code, message.splitlines()[-1][:500], headers)
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from vlreward.args import add_dataclass_arguments, from_namespace
+from rewards.args import add_dataclass_arguments, from_namespace
 
 
 def cmd_data_generate(ns):

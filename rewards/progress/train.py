@@ -156,7 +156,7 @@ def train_progress(args, command_line: str) -> Path:
     tower = load_backbone(args.backbone, args.device)
     features = dataset_features(args.data, rows, tower, args.image_size, args.device)
     texts = sorted({text for row in rows for text in [row["task"], *(row.get("paraphrases") or [])]})
-    sentence_features = dict(zip(texts, shared_minilm().to(args.device)(texts).cpu()))
+    sentence_features = dict(zip(texts, shared_minilm(args.device)(texts).cpu()))
 
     task_sentences: dict[frozenset, list[str]] = {}
     for row in rows:

@@ -160,3 +160,47 @@ def test_split_is_stable_and_roughly_80_10_10():
 def test_main_parses_argv(tmp_path):
     manifest = main(["--tasks", "GoToObj", "--episodes", "2", "--out", str(tmp_path), "--workers", "1"])
     assert [row["env_task"] for row in read_manifest(manifest.parent)] == ["GoToObj", "GoToObj"]
+
+
+def test_write_video_is_safe_while_ray_threads_are_busy(ray_cluster, tmp_path):
+    """Videos are written in processes that run Ray (the test session, the service, RL trainers): encoding must
+    not fork with handlers while gRPC threads are in use (that aborted the child under load)."""
+    import threading
+
+    import ray
+
+    from envs.generate import write_video
+
+    @ray.remote(num_cpus=0)
+    def echo(value):
+        return value
+
+    stop = threading.Event()
+
+    def keep_grpc_busy():
+        while not stop.is_set():
+            ray.get([echo.remote(i) for i in range(8)])
+
+    busy = threading.Thread(target=keep_grpc_busy)
+    busy.start()
+    try:
+        frames = np.zeros((8, 34, 30, 3), np.uint8)
+        for t in range(8):  # a square that moves: content an encoder keeps
+            frames[t, 4:14, 2 + 3 * t:12 + 3 * t] = (220, 40, 40)
+        for i in range(20):
+            decoded = decode_video(write_video(tmp_path / f"{i}.mp4", frames))
+            assert decoded.shape == frames.shape
+    finally:
+        stop.set()
+        busy.join()
+    assert np.abs(decoded.astype(int) - frames).mean() < 4
+
+
+def test_write_video_pads_odd_sides_and_keeps_pixels(tmp_path):
+    from envs.generate import write_video
+
+    frames = np.zeros((5, 33, 31, 3), np.uint8)
+    frames[:, :16] = (200, 30, 30)
+    decoded = decode_video(write_video(tmp_path / "odd.mp4", frames))
+    assert decoded.shape == (5, 34, 32, 3)
+    assert np.abs(decoded[:, :33, :31].astype(int) - frames).mean() < 4

@@ -4,13 +4,12 @@ import inspect
 
 import rewards
 import rewards.errors
-import serve.errors
 from serve.client import ERROR_BY_CODE
-from serve.errors import ERROR_STATUS, status_of
+from serve.status import ERROR_STATUS, status_of
 
 
 def all_error_types():
-    modules = (rewards.errors, serve.errors)
+    modules = (rewards.errors,)
     return {cls for module in modules for _, cls in inspect.getmembers(module, inspect.isclass)
             if issubclass(cls, rewards.VLRewardError)}
 

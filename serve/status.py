@@ -1,0 +1,42 @@
+"""The one table from vlreward's error types to HTTP statuses: plain data, so the client imports it without Ray.
+
+The error handlers, the ASGI middleware, OpenAPI's documented responses, Retry-After and the client's
+code-to-error lookup all read it.
+"""
+
+from __future__ import annotations
+
+from rewards.errors import (
+    InvalidCheckpointError,
+    InvalidStateError,
+    InvalidTaskError,
+    InvalidVideoError,
+    ModelNotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnauthorizedError,
+    UnknownModelError,
+    VLRewardError,
+)
+
+ERROR_STATUS: dict[type[VLRewardError], int] = {
+    VLRewardError: 400,
+    InvalidVideoError: 422,
+    InvalidTaskError: 422,
+    InvalidStateError: 422,
+    InvalidCheckpointError: 400,
+    UnknownModelError: 404,
+    ModelNotReadyError: 503,
+    OverloadedError: 503,
+    UnauthorizedError: 401,
+    RequestTimeoutError: 408,
+    PayloadTooLargeError: 413,
+}
+ERROR_BY_CODE: dict[str, type[VLRewardError]] = {cls.code: cls for cls in ERROR_STATUS}
+RETRY_LATER = frozenset({503})  # statuses that carry Retry-After
+
+
+def status_of(error: VLRewardError) -> int:
+    """The status of the most specific mapped class (Ray wraps remote errors in subclasses)."""
+    return next(ERROR_STATUS[cls] for cls in type(error).__mro__ if cls in ERROR_STATUS)
