@@ -9,13 +9,13 @@ copied into every config that uses it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from rewards.checkpoint import files_digest
 from rewards.errors import InvalidCheckpointError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,7 +66,7 @@ class ImageTower(torch.nn.Module):
         self.model = EfficientNet.from_name("efficientnet-lite0")
         self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.model.eval().requires_grad_(False)
-        self.digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        self.digest = files_digest(weights)
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: batch norm keeps ImageNet statistics

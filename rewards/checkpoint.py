@@ -19,6 +19,43 @@ WEIGHTS_FILE = "model.safetensors"
 Module = TypeVar("Module", bound=torch.nn.Module)
 
 
+def read_config(directory: str | Path, config_cls):
+    """`directory`/config.json -> a `config_cls` (see config_from_dict); InvalidCheckpointError when unreadable."""
+    try:
+        return config_from_dict(config_cls, json.loads((Path(directory) / CONFIG_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise InvalidCheckpointError(f"bad {CONFIG_FILE} in {directory}: {error}") from None
+
+
+def write_config(directory: str | Path, config) -> Path:
+    """Write a config dataclass as `directory`/config.json (tuples become lists)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    return directory
+
+
+def files_digest(*paths: Path) -> str:
+    """A short sha256 over the files' bytes, read in chunks: a model's version."""
+    sha = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 24):
+                sha.update(chunk)
+    return sha.hexdigest()[:12]
+
+
+def path_inside(root: str | Path, relative: str | Path, what: str, where: str = "the checkpoint directory",
+                allow_root: bool = True) -> Path:
+    """`root`/`relative` resolved (links followed); InvalidCheckpointError unless it lies inside `root` (or is
+    `root` itself, when allowed): the one confinement check behind the model root and a checkpoint's parts."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if (path == root and not allow_root) or not path.is_relative_to(root):
+        raise InvalidCheckpointError(f"{what} {str(relative)!r} is outside {where}; it must lie inside")  # no server paths
+    return path
+
+
 def save_checkpoint(module: torch.nn.Module, directory: str | Path, extra: dict | None = None) -> Path:
     """Write the module's dataclass `config` (+ `extra` metadata, e.g. the training command) and its weights."""
     directory = Path(directory)
@@ -32,14 +69,13 @@ def save_checkpoint(module: torch.nn.Module, directory: str | Path, extra: dict 
 
 def load_checkpoint(directory: str | Path, config_cls, module_cls: type[Module]) -> tuple[Module, str]:
     """Rebuild `module_cls(config_cls.from_dict(config.json))` with its weights; returns it and the weights' digest."""
-    directory = Path(directory)
+    module = module_cls(read_config(directory, config_cls))
+    weights = Path(directory) / WEIGHTS_FILE
     try:
-        module = module_cls(config_cls.from_dict(json.loads((directory / CONFIG_FILE).read_text())))
-        weights = directory / WEIGHTS_FILE
         module.load_state_dict(load_file(str(weights)))
     except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as error:
         raise InvalidCheckpointError(f"cannot load {module_cls.__name__} checkpoint {directory}: {error}") from None
-    return module, hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return module, files_digest(weights)
 
 
 def config_from_dict(config_cls, data: dict):

@@ -6,7 +6,6 @@ last stage without pooling (spatial layout kept); any trained LIV critic's image
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from rewards.backbones import load_backbone
-from rewards.checkpoint import CONFIG_FILE
+from rewards.checkpoint import CONFIG_FILE, files_digest
 from rewards.errors import InvalidCheckpointError
 from rewards.liv.load import load_critic
 from rewards.preprocess import check_frames, preprocess_frames
@@ -66,10 +65,7 @@ class HFResNetFeatures(FrameFeatures):
             self.model = ResNetModel.from_pretrained(directory, local_files_only=True, use_safetensors=True).to(device).eval()
         except (OSError, ValueError) as error:
             raise InvalidCheckpointError(f"cannot load ResNet features from {directory}: {error}") from None
-        sha = hashlib.sha256()
-        for weights in sorted(Path(directory).glob("*.safetensors")):  # one file, or shards
-            sha.update(weights.read_bytes())
-        self.version = sha.hexdigest()[:12]
+        self.version = files_digest(*sorted(Path(directory).glob("*.safetensors")))  # one file, or shards
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixels).last_hidden_state

@@ -17,3 +17,12 @@ def value_difference_rewards(values: np.ndarray) -> np.ndarray:
     rewards = np.zeros_like(values)
     rewards[1:] = np.diff(values)
     return rewards
+
+
+def shared_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `logits` [N, C] against targets spread evenly over each row's `positives` [N, C] bool,
+    minus the targets' entropy, so 0 is a perfect match whatever the number of positives; with one positive a row
+    is plain cross-entropy. Shared by LIV's and VLC's same-task positives."""
+    targets = positives.float() / positives.sum(1, keepdim=True)
+    entropy = -(targets * targets.clamp(min=1e-12).log()).sum(1).mean()
+    return F.cross_entropy(logits, targets) - entropy

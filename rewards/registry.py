@@ -8,7 +8,7 @@ from pathlib import Path
 from rewards.base import RewardModel
 from rewards.errors import InvalidCheckpointError, UnknownModelError
 from rewards.clip.load import load_clip_goal_baseline, load_liv_openai
-from rewards.checkpoint import CONFIG_FILE
+from rewards.checkpoint import CONFIG_FILE, path_inside
 from rewards.liv.load import load_liv
 from rewards.orca.load import load_orca
 from rewards.progress.load import load_progress
@@ -43,9 +43,7 @@ def resolve_checkpoint(name_or_path: str, model_root: str | Path | None = None) 
     path = Path(name_or_path)
     if model_root is not None:
         root = Path(model_root).resolve()
-        path = (root / path).resolve()
-        if not path.is_relative_to(root):
-            raise InvalidCheckpointError(f"model path {name_or_path!r} is outside the model root")
+        path = path_inside(root, path, "model path", "the model root")
     if not (path / CONFIG_FILE).is_file():
         raise UnknownModelError(f"unknown model {name_or_path!r}; shipped models: {', '.join(list_models())}")
     if model_root is not None and any(not file.resolve().is_relative_to(root) for file in path.rglob("*")):

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -155,9 +156,56 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, shift: int, jitter
     return (shifted - mean) * (1 + contrast) + mean + brightness * 4
 
 
+@dataclass(frozen=True)
+class PixelObjective:
+    """A critic trained end to end on pixels: how it is built or resumed, the batches it draws, its loss and the
+    reward that validates it."""
+
+    build: Callable[[Args], torch.nn.Module]
+    load: Callable[[str], tuple[torch.nn.Module, str]]
+    sample: Callable[[Args, torch.nn.Module], Callable]  # -> sample(videos, batch_size, rng) -> (frames, picked)
+    loss: Callable[[Args, torch.nn.Module], Callable]  # -> loss(pixels, features, success, same_task)
+    reward_cls: type
+    learns_from_failures: Callable[[Args], bool]
+    fills_batches: Callable[[dict], bool]  # the videos an epoch passes over (LIV: successes; failures come on top)
+
+
+PIXEL_OBJECTIVES = {
+    "liv": PixelObjective(
+        build=lambda args: LIVCritic(LIVConfig(embed_dim=args.embed_dim, image_size=args.image_size,
+                                               num_negatives=args.num_negatives,
+                                               learn_temperature=args.learn_temperature)),
+        load=load_critic,
+        sample=lambda args, critic: partial(sample_liv_batch, num_failures=args.batch_size if args.liv_negatives else 0),
+        # failures lend only their end frames, as negatives
+        loss=lambda args, critic: lambda pixels, features, success, same_task: liv_loss(critic, pixels, features,
+                                                                                        same_task, success),
+        reward_cls=LIVReward,
+        learns_from_failures=lambda args: args.liv_negatives,
+        fills_batches=lambda video: video["success"],
+    ),
+    "vlc": PixelObjective(
+        build=lambda args: VideoLanguageCritic(VLCConfig(embed_dim=args.embed_dim, image_size=args.image_size,
+                                                         layers=args.layers, heads=args.heads)),
+        load=load_vlc_critic,
+        sample=lambda args, critic: partial(sample_vlc_batch, num_frames=critic.config.num_frames,
+                                            cut_fraction=args.cut_fraction),
+        # VLC dedupes captions by their features itself
+        loss=lambda args, critic: lambda pixels, features, success, same_task: vlc_loss(
+            critic, pixels, features, success, same_task if args.vlc_paraphrases else None),
+        reward_cls=VLCReward,
+        learns_from_failures=lambda args: True,
+        fills_batches=lambda video: True,
+    ),
+}
+
+
 def main(args: Args) -> Path:
-    if args.objective == "progress":
-        return train_progress(args, command_line())
+    """Train the critic of `args.objective` (OBJECTIVES); returns its checkpoint directory."""
+    return OBJECTIVES[args.objective](args, command_line())
+
+
+def train_pixel_critic(args: Args, command_line: str, objective: PixelObjective) -> Path:
     # --- seeding ---
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -167,8 +215,8 @@ def main(args: Args) -> Path:
     generator = torch.Generator().manual_seed(args.seed)  # augmentation draws, on the CPU for every device
     print(json.dumps(asdict(args)))
 
-    # --- data: videos (VLC and LIV with --liv-negatives also use failures) and frozen sentence features ---
-    learns_from = (lambda v: True) if args.objective == "vlc" or args.liv_negatives else (lambda v: v["success"])
+    # --- data: videos (failures too when the objective learns from them) and frozen sentence features ---
+    learns_from = (lambda v: True) if objective.learns_from_failures(args) else (lambda v: v["success"])
     train_all, val_all = load_videos(args.data, "train"), load_videos(args.data, "val")
     if not any(v["success"] for v in train_all):
         raise ValueError(f"{args.data} has no successful training videos")
@@ -180,28 +228,13 @@ def main(args: Args) -> Path:
     tasks = sorted({v["task"] for v in train_all + val_all})
     sentence_features = dict(zip(tasks, sentence_encoder(tasks)))
 
-    # --- the objective picks the critic, the batch sampler, the loss and the reward used for validation ---
+    # --- the objective gives the critic, the batch sampler, the loss and the reward used for validation ---
     out = Path(args.out or f"runs/{args.objective}")
     if args.resume and not (out / STATE_FILE).is_file():
         raise ValueError(f"--resume: {out / STATE_FILE} does not exist")
     init = str(out) if args.resume else args.init
-    if args.objective == "liv":
-        critic = load_critic(init)[0] if init else LIVCritic(LIVConfig(
-            embed_dim=args.embed_dim, image_size=args.image_size, num_negatives=args.num_negatives,
-            learn_temperature=args.learn_temperature))
-        sample = partial(sample_liv_batch, num_failures=args.batch_size if args.liv_negatives else 0)
-        reward_cls = LIVReward
-
-        def loss_fn(pixels, features, success, same_task):  # failures lend only their end frames, as negatives
-            return liv_loss(critic, pixels, features, same_task, success)
-    else:
-        critic = load_vlc_critic(init)[0] if init else VideoLanguageCritic(VLCConfig(
-            embed_dim=args.embed_dim, image_size=args.image_size, layers=args.layers, heads=args.heads))
-        sample = partial(sample_vlc_batch, num_frames=critic.config.num_frames, cut_fraction=args.cut_fraction)
-        reward_cls = VLCReward
-
-        def loss_fn(pixels, features, success, same_task):  # VLC dedupes captions by their features itself
-            return vlc_loss(critic, pixels, features, success, same_task if args.vlc_paraphrases else None)
+    critic = objective.load(init)[0] if init else objective.build(args)
+    sample, loss_fn, reward_cls = objective.sample(args, critic), objective.loss(args, critic), objective.reward_cls
     critic.to(args.device)
     config = critic.config
     optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr)
@@ -240,7 +273,7 @@ def main(args: Args) -> Path:
                 "val_own_task": (report["own_task"] or {}).get("ranked_correctly")}
 
     def save(step: int) -> Path:
-        directory = save_checkpoint(critic, out, extra={"trained_with": command_line(), "steps": step,
+        directory = save_checkpoint(critic, out, extra={"trained_with": command_line, "steps": step,
                                                         "dataset": str(args.data)})
         torch.save({"optimizer": optimizer.state_dict(), "step": step, "numpy_rng": json.dumps(rng.bit_generator.state),
                     "augment_rng": generator.get_state(), "torch_rng": torch.get_rng_state()}, out / STATE_FILE)
@@ -249,7 +282,7 @@ def main(args: Args) -> Path:
     # --- training loop ---
     out.mkdir(parents=True, exist_ok=True)
     # an epoch passes over the videos that fill `batch_size`: LIV's are the successes (its failures come on top)
-    epoch_size = len(train_videos) if args.objective == "vlc" else sum(v["success"] for v in train_videos)
+    epoch_size = sum(map(objective.fills_batches, train_videos))
     eval_every = args.eval_every or max(1, epoch_size // args.batch_size)
     log = (out / "train_log.jsonl").open("a" if args.resume else "w")
     progress = tqdm(range(first_step, args.steps + 1), desc=f"train {args.objective}", initial=first_step - 1,
@@ -272,6 +305,13 @@ def main(args: Args) -> Path:
             log.flush()
     log.close()
     return out
+
+
+# objective name -> trainer(args, command_line) -> checkpoint directory; `vlreward train --objective` picks one
+OBJECTIVES: dict[str, Callable[[Args, str], Path]] = {
+    **{name: partial(train_pixel_critic, objective=objective) for name, objective in PIXEL_OBJECTIVES.items()},
+    "progress": train_progress,
+}
 
 
 if __name__ == "__main__":

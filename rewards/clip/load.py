@@ -7,9 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ import torch
 from rewards.clip.goal_baseline import CLIPGoalBaselineReward, GoalBaselineConfig
 from rewards.clip.hf_model import HFCLIP
 from rewards.clip.openai_model import NON_WEIGHT_KEYS, ContextTokenizer, OpenAICLIP, OpenAICLIPConfig
-from rewards.checkpoint import CONFIG_FILE
+from rewards.checkpoint import CONFIG_FILE, files_digest, path_inside, read_config, write_config
 from rewards.errors import InvalidCheckpointError
 from rewards.liv.reward import LIVReward
 
@@ -40,41 +37,12 @@ class LIVCLIPConfig:
     key_prefix: str = "module.model."
 
 
-def write_config(directory: str | Path, config) -> Path:
-    """Write a config dataclass as `directory`/config.json (tuples become lists)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    return directory
-
-
-def read_config(directory: Path, cls):
-    """config.json -> `cls`, ignoring keys `cls` does not know (extra metadata)."""
-    try:
-        data = json.loads((directory / CONFIG_FILE).read_text())
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-    except (OSError, ValueError, TypeError) as error:
-        raise InvalidCheckpointError(f"bad {CONFIG_FILE} in {directory}: {error}") from None
-
-
 def part_path(directory: Path, relative: str) -> Path:
-    """A file or folder named by config.json; it must stay inside the checkpoint directory (model root rule)."""
-    path = (directory / relative).resolve()
-    if not path.is_relative_to(directory.resolve()) or not path.exists():
-        raise InvalidCheckpointError(f"{relative!r} is missing or outside the checkpoint directory {directory}")
+    """A file or folder named by config.json; it must exist inside the checkpoint directory (model root rule)."""
+    path = path_inside(directory, relative, "checkpoint part")
+    if not path.exists():
+        raise InvalidCheckpointError(f"checkpoint part {relative!r} is missing from {directory}")
     return path
-
-
-def files_digest(*paths: Path) -> str:
-    """A short sha256 over the files' bytes: the model's version."""
-    sha = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 24):
-                sha.update(chunk)
-    return sha.hexdigest()[:12]
-
 
 def load_clip_tokenizer(directory: Path):
     """An HF `CLIPTokenizer` from a local folder (tokenizer.json, or vocab.json + merges.txt)."""

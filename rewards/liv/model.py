@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rewards.checkpoint import config_from_dict
-from rewards.math import cosine_similarity
+from rewards.cnn import ImageEncoder
+from rewards.math import cosine_similarity, shared_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -34,24 +35,6 @@ class LIVConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "LIVConfig":
         return config_from_dict(cls, data)
-
-
-class ImageEncoder(nn.Module):
-    """Strided conv stack -> flattened feature map -> linear embedding; keeps where things are in the frame."""
-
-    def __init__(self, config: LIVConfig):
-        super().__init__()
-        layers, in_channels = [], 3
-        for out_channels in config.channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GroupNorm(8, out_channels), nn.GELU()]
-            in_channels = out_channels
-        self.convs = nn.Sequential(*layers)
-        side = config.image_size // 2 ** len(config.channels)
-        self.head = nn.Linear(in_channels * side * side, config.embed_dim)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels [B, 3, S, S] -> embeddings [B, D]."""
-        return self.head(self.convs(pixels).flatten(1))
 
 
 class LIVCritic(nn.Module):
@@ -95,15 +78,6 @@ def vip_loss(e_start, e_t, e_next, goal, gamma: float, num_negatives: int = 0) -
         permutation = torch.randperm(len(e_t), device=e_t.device)
         loss = loss + log_mean_exp_td(e_t[permutation], e_next[permutation], goal, gamma)
     return loss
-
-
-def shared_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of `logits` [N, C] against targets spread evenly over each row's `positives` [N, C] bool,
-    minus the targets' entropy, so 0 is a perfect match whatever the number of positives; with one positive a row
-    is plain cross-entropy. Shared by LIV's and VLC's same-task positives."""
-    targets = positives.float() / positives.sum(1, keepdim=True)
-    entropy = -(targets * targets.clamp(min=1e-12).log()).sum(1).mean()
-    return F.cross_entropy(logits, targets) - entropy
 
 
 def info_nce(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | None = None,

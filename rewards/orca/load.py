@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rewards.checkpoint import CONFIG_FILE
+from rewards.checkpoint import CONFIG_FILE, path_inside
 from rewards.errors import InvalidCheckpointError
 from rewards.features import load_features
 from rewards.orca.reward import ORCAConfig, ORCAReward
@@ -39,8 +39,4 @@ def load_orca(name: str, directory: str | Path, device: str = "cpu") -> ORCARewa
 
 def _features_dir(directory: Path, config: ORCAConfig) -> Path:
     """The feature extractor's folder, which must lie strictly inside the checkpoint directory."""
-    root = directory.resolve()
-    path = (root / config.features.path).resolve()
-    if path == root or not path.is_relative_to(root):
-        raise InvalidCheckpointError(f"features path {config.features.path!r} must be a folder inside {directory}")
-    return path
+    return path_inside(directory, config.features.path, "features path", allow_root=False)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from rewards.backbones import load_backbone
-from rewards.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from rewards.checkpoint import WEIGHTS_FILE, files_digest, read_config
 from rewards.errors import InvalidCheckpointError
 from rewards.progress.model import ProgressConfig, ProgressCritic
 from rewards.progress.reward import ProgressReward
@@ -20,8 +18,8 @@ def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[Pr
     """The head saved in `directory` on the installed tower; InvalidCheckpointError if the tower's weights are not
     the ones the head was trained on. Returns the critic and the head weights' digest (its version)."""
     directory = Path(directory)
+    config = read_config(directory, ProgressConfig)
     try:
-        config = ProgressConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         tower = load_backbone(config.backbone, device)
         if config.backbone_digest and config.backbone_digest != tower.digest:
             raise ValueError(f"trained on {config.backbone} weights {config.backbone_digest}, installed {tower.digest}")
@@ -30,7 +28,7 @@ def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[Pr
         critic.head.load_state_dict(load_file(str(weights)))
     except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as error:
         raise InvalidCheckpointError(f"cannot load progress critic {directory}: {error}") from None
-    return critic, hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return critic, files_digest(weights)
 
 
 def load_progress(name: str, directory: str | Path, device: str = "cpu") -> ProgressReward:

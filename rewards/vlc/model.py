@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rewards.checkpoint import config_from_dict
-from rewards.liv.model import ImageEncoder, shared_cross_entropy
+from rewards.cnn import ImageEncoder
+from rewards.math import shared_cross_entropy
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,12 @@ def test_liv_batches_put_failures_after_the_successes():
     alone, _ = sample_liv_batch(wins, 4, np.random.default_rng(0))
     for videos, num_failures in ((wins + losses, 0), (wins, 3)):
         np.testing.assert_array_equal(sample_liv_batch(videos, 4, np.random.default_rng(0), num_failures)[0], alone)
+
+
+def test_every_objective_the_cli_offers_has_a_trainer():
+    import dataclasses
+
+    from rewards.train import OBJECTIVES, Args
+
+    field = next(f for f in dataclasses.fields(Args) if f.name == "objective")
+    assert set(field.metadata["choices"]) == set(OBJECTIVES)
