@@ -20,6 +20,7 @@ from minigrid.envs.babyai.core.verifier import GoToInstr, ObjDesc, OpenInstr, Pi
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
 from envs.episode import Episode, first_success, record
+from envs.suites import EnvSuite
 
 # short name ("GoToRedBall") -> gym id ("BabyAI-GoToRedBall-v0")
 _LEVELS = {re.sub(r"^BabyAI-|-v\d+$", "", env_id): env_id for env_id in gym.registry if env_id.startswith("BabyAI-")}
@@ -223,3 +224,16 @@ def rollout(
     return Episode(np.stack(frames), np.stack(states), np.array(actions, dtype=np.int64), infos[-1]["mission"],
                    success_step is not None, level_name(task), seed, policy, success_step, progress=progress,
                    performed=performed)
+
+
+SUITE = EnvSuite(
+    name="babyai",
+    default_tasks=("GoToRedBall",),
+    canonical_task=level_name,
+    sentences=lambda task, mission: paraphrases(mission),  # missions vary per episode: reword the episode's own
+    make_env=make_env,
+    rollout=rollout,
+    policies=tuple(POLICIES),
+    render_size=64,
+    max_steps=None,
+)

@@ -24,7 +24,6 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -32,24 +31,21 @@ import imageio_ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from envs import babyai
 from envs.episode import Episode
+from envs.suites import SUITES, get_suite
 from rewards.args import arg, parse_args
 
-ENVS = ("babyai", "metaworld")
-DEFAULT_TASKS = {"babyai": ["GoToRedBall"], "metaworld": None}  # None: every Meta-World task in envs.metaworld
 FAILURES = ("random", "noisy_expert", "early_stop", "other_task")
 WARPS = ("slow", "fast", "pause", "varying")
 MAX_ATTEMPTS = 5
 PARAPHRASES = 4  # episode j of a task is worded with sentence j % 4 of the task (modulo the ones it has)
-METAWORLD_MAX_STEPS = 150  # the experts succeed within ~100 steps (Meta-World's own limit is 500)
 
 
 @dataclass
 class Args:
     """Generate episodes of language-conditioned tasks as mp4 videos with a manifest."""
 
-    env: str = arg("babyai", "environment suite: babyai or metaworld")
+    env: str = arg("babyai", "environment suite (envs/suites.py)", choices=list(SUITES))
     tasks: list[str] = arg([], "tasks, assigned to episodes round-robin (default: GoToRedBall; Meta-World: all)")
     episodes: int = arg(100, "number of episodes")
     out: str = arg("data/babyai", "output folder for videos/ and manifest.jsonl")
@@ -59,36 +55,13 @@ class Args:
     failures: list[str] = arg(list(FAILURES), "failure kinds: random, noisy_expert, early_stop, other_task")
     warp_fraction: float = arg(0.0, "share of time-warped expert demos (0.5x-2x), cycling through slow, fast, "
                                     "pause, varying")
-    max_steps: int = arg(0, f"step limit per episode (0: BabyAI's own limit, {METAWORLD_MAX_STEPS} for Meta-World)")
+    max_steps: int = arg(0, "step limit per episode (0: the suite's own: BabyAI's env limit, 150 for Meta-World)")
     workers: int = arg(2, "worker processes")
 
 
-def env_tasks(env: str) -> dict[str, tuple[str, ...]] | None:
-    """Meta-World's task -> sentences table (imported only when asked: it loads MuJoCo); None for BabyAI."""
-    if env == "metaworld":
-        from envs.metaworld import TASKS
-
-        return TASKS
-    return None
-
-
-def task_sentences(env: str, task: str, mission: str) -> tuple[str, ...]:
-    """A task's sentence and its paraphrases (index = paraphrase id): Meta-World's table, BabyAI's rewordings of
-    the episode's mission."""
-    table = env_tasks(env)
-    return table[task] if table else babyai.paraphrases(mission)
-
-
 def resolve_tasks(args: Args) -> list[str]:
-    """The canonical task names of `args`, defaults filled in; ValueError names the valid ones."""
-    if args.env not in ENVS:
-        raise ValueError(f"unknown env {args.env!r}; supported: {', '.join(ENVS)}")
-    tasks = args.tasks or DEFAULT_TASKS[args.env] or list(env_tasks(args.env))
-    if args.env == "babyai":
-        return [babyai.level_name(task) for task in tasks]
-    from envs.metaworld import task_name
-
-    return [task_name(task) for task in tasks]
+    """The canonical task names of `args`, the suite's defaults filled in; ValueError names the valid ones."""
+    return get_suite(args.env).resolve(args.tasks)
 
 
 def validate(args: Args) -> list[str]:
@@ -178,24 +151,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
     return Path(path)
 
 
-@lru_cache(maxsize=16)
-def _metaworld_env(task: str, render_size: int):
-    """One Meta-World env (and GL context) per task and size in each worker process, reused across episodes."""
-    from envs.metaworld import make_env
-
-    return make_env(task, render_size=render_size)
-
-
 def run_policy(env: str, task: str, seed: int, policy: str, render_size: int, max_steps: int,
                attempt: int = 0) -> Episode:
-    """One episode of `policy` in scene `seed` of `env`'s `task`."""
-    if env == "babyai":
-        return babyai.rollout(task, seed, policy, render_size=render_size, max_steps=max_steps or None,
-                              attempt=attempt)
-    from envs.metaworld import rollout
-
-    return rollout(task, seed, policy, render_size=render_size, max_steps=max_steps or METAWORLD_MAX_STEPS,
-                   attempt=attempt, env=_metaworld_env(task, render_size))
+    """One episode of `policy` in scene `seed` of `env`'s `task` (max_steps 0: the suite's own limit)."""
+    suite = get_suite(env)
+    return suite.rollout(task, seed, policy, render_size=render_size, max_steps=max_steps or suite.max_steps,
+                         attempt=attempt)
 
 
 def make_episode(env: str, task: str, seed: int, kind: str, render_size: int, max_steps: int) -> tuple[Episode, dict]:
@@ -240,7 +201,7 @@ def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> di
     episode, extra = make_episode(env, task, seed, kind, render_size, max_steps)
     path = f"videos/{i:05d}.mp4"
     write_video(Path(out) / path, episode.frames)
-    sentences = task_sentences(env, task, episode.mission)
+    sentences = get_suite(env).sentences(task, episode.mission)
     paraphrase %= len(sentences)
     return {
         "path": path,

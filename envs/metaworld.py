@@ -9,6 +9,7 @@ so every seed is its own scene and a fixed seed is the same scene on every machi
 
 from __future__ import annotations
 
+import atexit
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering; must precede the mujoco import
@@ -24,6 +25,7 @@ import numpy as np
 from metaworld.policies import ENV_POLICY_MAP
 
 from envs.episode import Episode, first_success, record
+from envs.suites import EnvSuite
 
 # task -> sentences: the first is the task's description, the others paraphrase it (paraphrase id = index)
 TASKS: dict[str, tuple[str, ...]] = {
@@ -228,3 +230,33 @@ def rollout(
         progress=np.array([info["progress"] for info in infos], np.float32),
         performed=TASKS[performed][0] if performed else None,
     )
+
+
+_SHARED_ENVS: dict[tuple[str, int], MetaWorldEnv] = {}
+
+
+def _shared_env(task: str, render_size: int) -> MetaWorldEnv:
+    """One env (and GL context) per task and size in a process, reused across generated episodes."""
+    if (task, render_size) not in _SHARED_ENVS:
+        _SHARED_ENVS[task, render_size] = make_env(task, render_size=render_size)
+        # exit handlers run last-registered first: this one, before the renderers' own finalizers
+        atexit.register(_SHARED_ENVS[task, render_size].close)
+    return _SHARED_ENVS[task, render_size]
+
+
+def rollout_reusing_env(task: str, seed: int, policy: str = "expert", render_size: int = 84, **kwargs) -> Episode:
+    """`rollout` on this process's shared env of (task, render_size): a renderer per episode costs seconds."""
+    return rollout(task, seed, policy, render_size=render_size, env=_shared_env(task_name(task), render_size), **kwargs)
+
+
+SUITE = EnvSuite(
+    name="metaworld",
+    default_tasks=tuple(TASKS),
+    canonical_task=task_name,
+    sentences=lambda task, mission: TASKS[task_name(task)],
+    make_env=make_env,
+    rollout=rollout_reusing_env,
+    policies=tuple(POLICIES),
+    render_size=84,
+    max_steps=150,  # the experts succeed within ~100 steps (Meta-World's own limit is 500)
+)

@@ -26,12 +26,12 @@ def cmd_eval(ns):
     import json
 
     import rewards
-    from envs.generate import env_tasks
+    from envs.suites import SUITES, get_suite
     from rewards.evaluate import Args, evaluate, summary
     from vlreward.plot import plot_evaluation
 
-    def paraphrases(row: dict):  # for manifests from before rows carried them: Meta-World's sentence table
-        return (env_tasks(row.get("env")) or {}).get(row.get("env_task"), ())
+    def paraphrases(row: dict):  # for rows that carry none: the suite's sentences for the row's task
+        return get_suite(row["env"]).sentences(row["env_task"], row["task"]) if row.get("env") in SUITES else ()
 
     args = from_namespace(Args, ns)
     model = rewards.load_model(args.model, device=args.device)
