@@ -88,3 +88,103 @@ def test_serve_refuses_a_bad_config_before_starting_ray(tmp_path):
     (tmp_path / "serve.yaml").write_text("models:\n  - model: babyai-liv\n    replicas: 2\n")
     result = vlreward("serve", "--config", str(tmp_path / "serve.yaml"))
     assert result.returncode == 1 and "replicas" in result.stderr
+
+
+def dataclass_commands():
+    from envs.generate import Args as DataArgs
+    from rewards.evaluate import Args as EvalArgs
+    from rewards.train import Args as TrainArgs
+    from rl.train import Args as RLArgs
+
+    return {("data", "generate"): DataArgs, ("train",): TrainArgs, ("eval",): EvalArgs, ("rl",): RLArgs}
+
+
+def other_value(field, kind):
+    """A command-line value for `field` that differs from its default, and the value the Args should then hold."""
+    import dataclasses
+    import typing
+
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if "choices" in field.metadata:
+        choice = next(c for c in field.metadata["choices"] if c != default and [c] != default)
+        return [str(choice)], [choice] if typing.get_origin(kind) is list else choice
+    if kind is bool:
+        return [], not default  # the flag is --x or --no-x
+    if typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        values = [item(1), item(2)] if item is not str else ["a", "b"]
+        return [str(v) for v in values], values
+    base = typing.get_args(kind)[0] if typing.get_args(kind) else kind  # Optional[int] -> int
+    if base is str:
+        return ["other"], "other"
+    value = base((default or 0) + 3)
+    return [str(value)], value
+
+
+@pytest.mark.parametrize("command", list(dataclass_commands()), ids=" ".join)
+def test_every_flag_reaches_its_args(command):
+    """Each flag of each subcommand parses and lands, changed, in the field its subcommand runs with."""
+    import dataclasses
+    import typing
+
+    from rewards.args import from_namespace
+    from vlreward.cli import build_parser
+
+    args_cls = dataclass_commands()[command]
+    hints = typing.get_type_hints(args_cls)
+    for field in dataclasses.fields(args_cls):
+        values, expected = other_value(field, hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        if hints[field.name] is bool:
+            flag = flag if expected else "--no-" + flag[2:]
+        parsed = from_namespace(args_cls, build_parser().parse_args([*command, flag, *values]))
+        assert getattr(parsed, field.name) == expected, flag
+
+
+def test_models_lists_the_shipped_models_without_a_service():
+    result = vlreward("models")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == rewards.list_models()
+
+
+def test_score_and_models_send_the_api_token(service_url, babyai_videos):
+    from ray import serve
+
+    from serve.app import ServeArgs, build_app
+
+    serve.run(build_app(ServeArgs(models=["babyai-liv"], api_token="cli-secret")), name="vlreward-cli-token",
+              route_prefix="/cli-token")
+    try:
+        url = f"{service_url}/cli-token"
+        path, episode = babyai_videos["success"][0]
+        refused = vlreward("score", str(path), "--task", episode.mission, "--url", url)
+        assert refused.returncode == 1 and "401" in refused.stderr
+        result = vlreward("score", str(path), "--task", episode.mission, "--url", url, "--api-token", "cli-secret")
+        assert result.returncode == 0, result.stderr
+        listed = vlreward("models", "--url", url, "--api-token", "cli-secret")
+        assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("babyai-liv")
+    finally:
+        serve.delete("vlreward-cli-token")
+
+
+def test_generate_train_and_eval_from_the_command_line(tmp_path):
+    """The dataset -> critic -> report path a user runs, with the flags of each step."""
+    import json
+
+    data, ckpt, report = tmp_path / "data", tmp_path / "ckpt", tmp_path / "report"
+    made = vlreward("data", "generate", "--env", "babyai", "--tasks", "GoToRedBall", "--episodes", "12", "--seed",
+                    "1000", "--workers", "1", "--failure-fraction", "0.5", "--failures", "random", "--out", str(data))
+    assert made.returncode == 0, made.stderr
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {row["kind"] for row in rows} == {"expert", "random"}
+    trained = vlreward("train", "--objective", "liv", "--data", str(data), "--out", str(ckpt), "--steps", "3",
+                       "--batch-size", "4", "--image-size", "32", "--embed-dim", "16", "--val-videos", "4",
+                       "--no-augment", "--device", "cpu", timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["steps"] == 3 and config["image_size"] == 32 and "--objective liv" in config["trained_with"]
+    evaluated = vlreward("eval", "--model", str(ckpt), "--data", str(data), "--split", "all", "--out", str(report),
+                         "--max-videos", "8", timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((report / "report.json").read_text())["videos"] == 8
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.glob("*.png")) and any(report.glob("*.png"))
