@@ -10,7 +10,7 @@ import torch
 import rewards
 from envs.generate import Args as DataArgs
 from envs.generate import generate
-from rewards.backbones import ImageTower, load_backbone
+from rewards.backbones import EfficientNetTower, backbone_spec, load_backbone
 from rewards.checkpoint import save_checkpoint
 from rewards.evaluate import task_key
 from rewards.feature_cache import cache_dir, dataset_features
@@ -43,7 +43,7 @@ def test_the_tower_loads_offline_from_the_installed_package(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    tower = ImageTower("efficientnet-lite0")
+    tower = EfficientNetTower(backbone_spec("efficientnet-lite0"))  # not the cached one: really load it here
     tower.train()  # frozen: stays in eval mode, batch norm keeps ImageNet statistics
     assert not tower.training and not any(p.requires_grad for p in tower.parameters())
     assert tower(torch.zeros(2, 3, 128, 128)).shape == (2, 1280, 4, 4)
@@ -202,3 +202,13 @@ def test_vlreward_train_progress_writes_a_loadable_critic(dataset, tmp_path):
     row = read_manifest(dataset)[0]
     score = rewards.load_model(str(out)).score(decode_video(row["path"]), row["task"])
     assert score.values.shape == (row["num_frames"],) and np.isfinite(score.values).all()
+
+
+def test_the_patch_tower_turns_each_patch_into_one_cell():
+    tower = load_backbone("patches-8")
+    pixels = torch.zeros(1, 3, 64, 64)
+    pixels[0, 0, 8:16, 24:32] = 1.0  # red in grid cell (row 1, column 3)
+    cells = tower(pixels)
+    assert cells.shape == (1, 192, 8, 8) and tower.digest == "patches-8"
+    assert cells[0, :64].sum(0).nonzero().tolist() == [[1, 3]]  # the red channel's 64 pixels of that patch
+    assert not list(tower.parameters())
