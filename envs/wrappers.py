@@ -13,7 +13,8 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB [H, W, 3] -> uint8 [size[0], size[1], 3] (bilinear, antialiased when shrinking); a no-op at size."""
     if frame.shape[:2] == size:
         return frame
-    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    # np.array, not asarray: PIL's buffer is read-only, and torch warns on (and may not write to) such arrays
+    return np.array(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 class RenderedFrames(gym.Wrapper):

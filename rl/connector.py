@@ -1,5 +1,9 @@
 """`ServiceReward`: a learner connector piece that relabels whole episodes with a `RewardModel`'s scores.
 
+Two ways in: the scores the env runners submitted as episodes ended (`rl.submission.EpisodeScorer`, a
+`PendingScore` in `episode.custom_data`), collected here with a wait only for those still in flight; or, when the
+episodes carry their frames instead, one `score_batch` call here per training batch (the older, blocking path).
+
 Verified in RLlib 2.60 (new API stack, PPO):
 - Added via `config.learners(learner_connector=lambda obs_space, act_space: ServiceReward(...))`; custom pieces run
   after `AddOneTsToEpisodesAndTruncate` (prepended by `PPOLearner.build`) and before the default pieces, so
@@ -14,6 +18,7 @@ Verified in RLlib 2.60 (new API stack, PPO):
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from typing import Any, Callable
 
@@ -23,6 +28,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from rewards import ModelNotReadyError
 from rewards.base import RewardModel, Score
 from rl.mix import RewardMix, RunningStd
+from rl.submission import SCORE_KEY, PendingScore
 
 # set by AddOneTsToEpisodesAndTruncate once it has appended the masked bootstrap step to every episode
 _EXTRA_STEP_FLAG = "_added_loss_mask_for_valid_episode_ts"
@@ -49,25 +55,30 @@ def score_when_ready(model_factory: Callable[[], RewardModel], trajectories, goa
 
 
 class ServiceReward(ConnectorV2):
-    """Score whole episodes with one `score_batch` call per training batch and write the rewards back.
+    """Write a `RewardModel`'s scores into whole episodes as their rewards, combined by `mix`.
 
-    Frames come from `info["frame"]` (uint8 [H, W, 3]; the reset info holds frame 0), the goal from
-    `info["mission"]`, success from `info["success"]`; `mix` says how they combine. When the model is
-    unreachable the piece waits up to `ready_wait_s` for it, then raises: a batch is never trained on zeros.
+    Each episode brings either a `PendingScore` in `custom_data["vlreward_score"]` (submitted by the env runner's
+    `EpisodeScorer` as the episode ended: this piece waits only for the ones still in flight, at most
+    `collect_timeout_s`), or its frames in `info["frame"]` (uint8 [H, W, 3]; the reset info holds frame 0) with
+    the goal in `info["mission"]`, which this piece scores in one `score_batch` call. The sparse signal is
+    `info["success"]`, or the env's own reward with `RewardMix(sparse="env_reward")`. A failed or missing score
+    raises and fails the iteration: a batch is never trained on zeros. On the frames path an unreachable model is
+    waited for up to `ready_wait_s`, then raises.
 
-    `reward_model_factory` is called lazily in the learner process (once it succeeds), so an HTTP client, a Serve
-    deployment handle or an in-process model all work and nothing unpicklable travels with the config.
+    `reward_model_factory` (frames path only) is called lazily in the learner process (once it succeeds), so an HTTP
+    client, a Serve deployment handle or an in-process model all work and nothing unpicklable travels with the config.
     After each call `last_scores` holds the `Score`s, `last_rewards` maps episode id -> rewards[T] written and
-    `last_cost` the frames' cost (count, bytes, seconds to gather and to score).
+    `last_cost` the frames' cost (count, bytes; seconds to gather and score, or to wait and how many were missing).
     """
 
     def __init__(self, input_observation_space=None, input_action_space=None, *,
-                 reward_model_factory: Callable[[], RewardModel], mix: RewardMix = RewardMix(),
-                 ready_wait_s: float = 0.0, **kwargs):
+                 reward_model_factory: Callable[[], RewardModel] | None = None, mix: RewardMix = RewardMix(),
+                 ready_wait_s: float = 0.0, collect_timeout_s: float = 300.0, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.reward_model_factory = reward_model_factory
         self.mix = mix
         self.ready_wait_s = ready_wait_s
+        self.collect_timeout_s = collect_timeout_s
         self.return_std = RunningStd()
         self._model: RewardModel | None = None
         self.last_scores: list[Score] = []
@@ -76,39 +87,36 @@ class ServiceReward(ConnectorV2):
 
     def _model_or_factory(self) -> RewardModel:
         if self._model is None:
+            if self.reward_model_factory is None:
+                raise ValueError("episodes carry frames but ServiceReward has no reward_model_factory to score them; "
+                                 "submit them from the env runners with rl.submission.EpisodeScorer")
             self._model = self.reward_model_factory()
         return self._model
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs) -> Any:
         if not episodes:
             return batch
-        start = time.perf_counter()
         extra = 1 if (shared_data or {}).get(_EXTRA_STEP_FLAG) else 0
         sa_episodes = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
-        trajectories, goals, successes = [], [], []
         for episode in sa_episodes:
             if episode.t_started != 0:
                 raise ValueError(
                     f"episode {episode.id_} starts at t={episode.t_started}: ServiceReward scores whole episodes, "
                     "use batch_mode='complete_episodes'"
                 )
-            infos = episode.get_infos(slice(0, len(episode) - extra + 1))
-            successes.append(np.array([float(info.get("success", False)) for info in infos[1:]]))
-            if self.mix.uses_model:
-                trajectories.append(np.stack([info["frame"] for info in infos]))  # [T+1, H, W, 3]
-                goals.append(infos[0]["mission"])
-        gather_s = time.perf_counter() - start
-
+        successes = [self._sparse(episode, len(episode) - extra) for episode in sa_episodes]
         scores: list[Score] = []
         if self.mix.uses_model:
-            start = time.perf_counter()
-            self._model, scores = score_when_ready(self._model_or_factory, trajectories, goals, self.ready_wait_s)
-            score_s = time.perf_counter() - start
+            pending = [episode.custom_data.get(SCORE_KEY) for episode in sa_episodes]
+            if all(p is not None for p in pending):
+                scores = self._collect(pending, sa_episodes)
+            elif any(p is not None for p in pending):
+                raise ValueError("some episodes carry a submitted score and some do not: every env runner needs the "
+                                 "EpisodeScorer callback")
+            else:
+                scores = self._score_frames(sa_episodes, extra)
             if len(scores) != len(sa_episodes):
                 raise ValueError(f"reward model returned {len(scores)} scores for {len(sa_episodes)} episodes")
-            self.last_cost = {"frames": float(sum(len(t) for t in trajectories)),
-                              "frame_bytes": float(sum(t.nbytes for t in trajectories)),
-                              "gather_s": gather_s, "score_s": score_s}
 
         dense = [self._checked_dense(score, len(success)) for score, success in zip(scores, successes)]
         if dense and self.mix.normalize:
@@ -126,6 +134,53 @@ class ServiceReward(ConnectorV2):
             for key, value in self.last_cost.items():
                 metrics.log_value(f"vlreward/{key}", value, window=1)
         return batch
+
+    def _sparse(self, episode, num_steps: int) -> np.ndarray:
+        """The sparse signal [T]: `info["success"]` per step, or the env's own rewards (`RewardMix.sparse`)."""
+        if getattr(self.mix, "sparse", "success") == "env_reward":
+            return np.asarray(episode.get_rewards(slice(0, num_steps)), np.float64)
+        return np.array([float(info.get("success", False)) for info in episode.get_infos(slice(1, num_steps + 1))])
+
+    def _collect(self, pending: list[PendingScore], episodes) -> list[Score]:
+        """The env runners' scores, in episode order; blocks only on those still in flight."""
+        start = time.perf_counter()
+        missing = sum(not p.done() for p in pending)
+        deadline = time.monotonic() + self.collect_timeout_s
+        scores = []
+        for p, episode in zip(pending, episodes):
+            try:
+                scores.append(p.result(timeout=max(0.0, deadline - time.monotonic())))
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"the score of episode {episode.id_} did not arrive within "
+                                   f"{self.collect_timeout_s:.0f} s; stopping this training iteration instead of "
+                                   "training on missing rewards") from None
+            except Exception as error:
+                error.add_note(f"vlreward: scoring episode {episode.id_} failed; this training iteration stops "
+                               "instead of training on missing rewards")
+                raise
+        self.last_cost = {"frames": float(sum(p.num_frames for p in pending)),
+                          "frame_bytes": float(sum(p.nbytes for p in pending)),
+                          "wait_s": time.perf_counter() - start, "missing": float(missing)}
+        return scores
+
+    def _score_frames(self, episodes, extra: int) -> list[Score]:
+        """Frames from the episodes' infos, scored in one batched call (waiting up to `ready_wait_s` for the model)."""
+        start = time.perf_counter()
+        trajectories, goals = [], []
+        for episode in episodes:
+            infos = episode.get_infos(slice(0, len(episode) - extra + 1))
+            if "frame" not in infos[0]:
+                raise KeyError(f"episode {episode.id_} has neither a submitted score nor frames in its infos: add the "
+                               "EpisodeScorer callback to the env runners, or render info['frame'] in the env")
+            trajectories.append(np.stack([info["frame"] for info in infos]))  # [T+1, H, W, 3]
+            goals.append(infos[0]["mission"])
+        gather_s = time.perf_counter() - start
+        start = time.perf_counter()
+        self._model, scores = score_when_ready(self._model_or_factory, trajectories, goals, self.ready_wait_s)
+        self.last_cost = {"frames": float(sum(len(t) for t in trajectories)),
+                          "frame_bytes": float(sum(t.nbytes for t in trajectories)),
+                          "gather_s": gather_s, "score_s": time.perf_counter() - start}
+        return scores
 
     def _checked_dense(self, score: Score, num_steps: int) -> np.ndarray:
         if len(score.rewards) != num_steps + 1 or len(score.values) != num_steps + 1:

@@ -6,6 +6,7 @@ No HTTP and no npz encoding: frames travel through Ray's object store to the `Mo
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Sequence
 
 import numpy as np
@@ -21,8 +22,8 @@ class DeploymentRewardModel:
         model.score_batch([frames], ["go to the red ball"])[0].rewards
     """
 
-    def __init__(self, model: str, app_name: str = "vlreward"):
-        self.model, self.app_name = model, app_name
+    def __init__(self, model: str, app_name: str = "vlreward", waiters: int = 16):
+        self.model, self.app_name, self.waiters = model, app_name, waiters
         self._connect()
 
     def _connect(self) -> None:
@@ -31,9 +32,10 @@ class DeploymentRewardModel:
         self.handle = serve.get_deployment_handle(f"model-{self.model}", app_name=self.app_name)
         info = self.handle.info.remote().result()
         self.name, self.version, self.goal_kinds = info.name, info.version, tuple(info.goal_kinds)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.waiters, thread_name_prefix="vlreward-handle")
 
     def __getstate__(self) -> dict:
-        return {"model": self.model, "app_name": self.app_name}
+        return {"model": self.model, "app_name": self.app_name, "waiters": self.waiters}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -46,8 +48,20 @@ class DeploymentRewardModel:
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
         return self.score_batch([frames], [goal])[0]
 
+    def submit(self, frames: np.ndarray, goal: Goal) -> concurrent.futures.Future:
+        """Send one trajectory now and return a `Future[Score]` at once (the RL env runners' path).
+
+        The request is on its way (frames in the object store, queued at the replica's `@serve.batch`) when this
+        returns; one of `waiters` threads waits for the answer. A failed call sets the future's exception.
+        """
+        response = self.handle.score.remote(frames, goal)
+        return self._pool.submit(lambda: _to_score(response.result()))
+
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
         """All requests go out before any result is awaited, so the replica batches them together."""
         responses = [self.handle.score.remote(frames, goal) for frames, goal in zip(trajectories, goals)]
-        return [Score(np.asarray(r.values, np.float32), np.asarray(r.rewards, np.float32))
-                for r in (response.result() for response in responses)]
+        return [_to_score(response.result()) for response in responses]
+
+
+def _to_score(result) -> Score:
+    return Score(np.asarray(result.values, np.float32), np.asarray(result.rewards, np.float32))

@@ -11,6 +11,7 @@ from rewards.base import Score
 
 MODES = ("sparse", "dense", "dense+sparse")
 SIGNALS = ("rewards", "progress")
+SPARSE = ("success", "env_reward")
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,10 @@ class RewardMix:
     """The reward for step t (frame t -> frame t+1).
 
     mode: "sparse" = `success_bonus · success` (no model call), "dense" = the served signal,
-      "dense+sparse" = both added (VLC's `dense + 50·success`). The env's own reward is never used: Meta-World's is
-      hand-shaped, and `info["success"]` means the same thing in every suite.
+      "dense+sparse" = both added (VLC's `dense + 50·success`).
+    sparse: what `success` is: "success" = `info["success"]` (the default: it means the same thing in every suite,
+      while Meta-World's own reward is hand-shaped); "env_reward" = the env's own reward, for envs without
+      `info["success"]` whose reward is sparse (plain MiniGrid pays 1 − 0.9·steps/max_steps on success).
     signal: "rewards" = the model's dense reward r_{t+1} (LIV: V_{t+1} − V_t); "progress" = V_{t+1} − V_0, the value
       offset by the episode's first value (VLC's per-step reward).
     scale: per-model reward scale applied to the dense part (critics differ by orders of magnitude).
@@ -31,8 +34,11 @@ class RewardMix:
     success_bonus: float = 1.0
     scale: float = 1.0
     normalize: bool = False
+    sparse: str = "success"
 
     def __post_init__(self):
+        if self.sparse not in SPARSE:
+            raise ValueError(f"unknown sparse signal {self.sparse!r}; valid: {', '.join(SPARSE)}")
         if self.mode not in MODES:
             raise ValueError(f"unknown reward mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         if self.signal not in SIGNALS:
@@ -41,6 +47,11 @@ class RewardMix:
     @property
     def uses_model(self) -> bool:
         return self.mode != "sparse"
+
+    @property
+    def uses_success(self) -> bool:
+        """Whether the reward reads `info["success"]`."""
+        return self.mode != "dense" and self.sparse == "success"
 
     def dense(self, score: Score) -> np.ndarray:
         """Scaled dense reward [T] for steps 0..T-1 from the score of the episode's T+1 frames."""

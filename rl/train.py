@@ -1,10 +1,13 @@
 """PPO (RLlib new API stack) with rewards from a vlreward `RewardModel`: the sparse-vs-dense experiment.
 
 The policy sees the env's state vector with the task's sentence embedding appended (`TaskObservation`), so one
-policy learns every task in `--tasks`. Frames (rendered at the critic's input size) travel in `info["frame"]` to
-the `ServiceReward` learner connector, which scores the finished episodes of an iteration in one `score_batch`
-call (design.md §6b). Each (reward, seed) run adds rows to `curves.csv`; `curves.png` plots the success rate
-against env steps, averaged over seeds.
+policy learns every task in `--tasks`. Frames are rendered at the critic's input size into `info["frame"]`. By
+default (`--score-in env-runner`) each env runner submits every finished episode's frames to the reward model as
+the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the scores reach the learner, whose
+`ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
+ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
+Each (reward, seed) run adds rows to `curves.csv`; `curves.png` plots the success rate against env steps, averaged
+over seeds.
 
     python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
@@ -16,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import importlib
 import math
 import os
 import random
@@ -25,17 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.suites import SUITES, make_multitask_env
 from rewards.base import RewardModel
 from rl.connector import ServiceReward
 from rl.mix import MODES, SIGNALS, RewardMix
+from rl.submission import EpisodeScorer
 from rewards.args import arg, parse_args
 
 ENV_NAME = "vlreward-tasks"
-ENVS = ("babyai", "metaworld")
+SCORE_IN = ("env-runner", "learner")
 CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episode_return_mean",
                 "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
 
@@ -44,7 +47,7 @@ CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "epi
 class Args:
     """Train PPO with video-language rewards and compare sparse, dense and dense+sparse."""
 
-    env: str = arg("babyai", "environment suite", choices=ENVS)
+    env: str = arg("babyai", "environment suite", choices=list(SUITES))
     tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
     reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
     model: str = arg("babyai-liv", "reward model name or checkpoint directory")
@@ -58,6 +61,11 @@ class Args:
     normalize: bool = arg(False, "divide the dense reward by the running std of its episode returns")
     task_embedding: bool = arg(True, "append the task's MiniLM sentence embedding to the policy observation")
     ready_wait_s: float = arg(60.0, "how long an iteration waits for an unreachable reward service before failing")
+    score_in: str = arg("env-runner", "where episodes are scored: 'env-runner' submits each as it ends and keeps "
+                        "sampling; 'learner' sends frames with the episodes and scores them in one batch",
+                        choices=SCORE_IN)
+    max_in_flight: int = arg(64, "env-runner path: episodes in flight per env runner before sampling waits")
+    coalesce: int = arg(16, "env-runner path: episodes that end together share one HTTP request (up to this many)")
     render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     num_env_runners: int = arg(0, "remote env runners; 0 samples in the driver")
@@ -76,35 +84,12 @@ def critic_input_size(model: str, default: int = 64) -> int:
         return default
 
 
-class TaskSampler(gym.Env):
-    """One env over several tasks: each reset picks one at random (their spaces must agree).
-
-    A seeded reset reseeds the choice too, so the sub-envs of a vector env (seeds s, s+1, ...) differ.
-    """
-
-    def __init__(self, envs: Sequence[gym.Env], seed: int | None):
-        self.envs, self.rng = list(envs), np.random.default_rng(seed)
-        self.observation_space, self.action_space = self.envs[0].observation_space, self.envs[0].action_space
-        self.env = self.envs[0]
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.env = self.envs[self.rng.integers(len(self.envs))]
-        return self.env.reset(seed=seed, options=options)
-
-    def step(self, action):
-        return self.env.step(action)
-
-
 def make_training_env(env_config: dict):
-    """RLlib env creator: the suite's `make_env` per task, sampled per episode, with the task in the observation."""
-    suite = importlib.import_module(f"envs.{env_config['env']}")
-    seed = env_config.get("seed")
-    envs = [suite.make_env(task, seed=seed, render_size=env_config["render_size"]) for task in env_config["tasks"]]
-    if env_config.get("max_episode_steps"):
-        envs = [gym.wrappers.TimeLimit(e, max_episode_steps=env_config["max_episode_steps"]) for e in envs]
-    env = envs[0] if len(envs) == 1 else TaskSampler(envs, seed)
+    """RLlib env creator: the suite's env per task (envs.suites), sampled per episode, with the task in the
+    observation."""
+    env = make_multitask_env(env_config["env"], env_config["tasks"], seed=env_config.get("seed"),
+                             render_size=env_config["render_size"],
+                             max_episode_steps=env_config.get("max_episode_steps") or 0)
     if env_config.get("task_embedding"):
         from envs.wrappers import TaskObservation
 
@@ -145,6 +130,14 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
                   "max_episode_steps": args.max_episode_steps}
     mix = RewardMix(mode=reward, signal=args.signal, success_bonus=args.success_bonus, scale=args.reward_scale,
                     normalize=args.normalize)
+    if args.score_in not in SCORE_IN:
+        raise ValueError(f"unknown score_in {args.score_in!r}; valid: {', '.join(SCORE_IN)}")
+    in_runner = args.score_in == "env-runner"
+    # env-runner path: frames leave the episodes at their end (submitted when the mix needs the model)
+    callbacks = (functools.partial(EpisodeScorer, reward_model_factory=reward_model_factory, submit=mix.uses_model,
+                                   ready_wait_s=args.ready_wait_s, max_in_flight=args.max_in_flight,
+                                   coalesce=args.coalesce)
+                 if in_runner else None)
     return (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
@@ -154,8 +147,9 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
                   num_epochs=4, lr=3e-4, entropy_coeff=0.01)
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
         .learners(learner_connector=functools.partial(
-            _service_reward, reward_model_factory=reward_model_factory, mix=mix, ready_wait_s=args.ready_wait_s))
-        .callbacks(on_episode_end=log_success)
+            _service_reward, reward_model_factory=None if in_runner else reward_model_factory, mix=mix,
+            ready_wait_s=args.ready_wait_s))
+        .callbacks(callbacks_class=callbacks, on_episode_end=log_success)
         .debugging(seed=seed)
     )
 
@@ -167,7 +161,10 @@ def _service_reward(obs_space, act_space, **kwargs) -> ServiceReward:
 def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: float) -> dict:
     """One row of the learning curve from an `algo.train()` result."""
     env_runners, learners = result.get("env_runners", {}), result.get("learners", {})
-    reward_s = float(learners.get("vlreward/score_s", 0.0)) + float(learners.get("vlreward/gather_s", 0.0))
+    # time the training loop spent blocked on rewards: gathering + scoring in the learner (learner path), or
+    # submitting in the env runners + waiting for what was still in flight in the learner (env-runner path)
+    reward_s = sum(float(learners.get(f"vlreward/{key}", 0.0)) for key in ("score_s", "gather_s", "wait_s"))
+    reward_s += float(env_runners.get("vlreward/submit_s", 0.0))
     return {
         "reward": reward, "seed": seed, "iteration": iteration,
         "env_steps": int(env_runners.get("num_env_steps_sampled_lifetime", 0)),

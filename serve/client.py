@@ -3,17 +3,26 @@
 RL code cannot tell `RemoteRewardModel` from a local model. Both clients pool connections, time out, retry
 transient failures (connect errors, timeouts, 429, 5xx) with exponential backoff and full jitter, honour
 Retry-After, and fail fast on other 4xx, raising vlreward's own error types. A failed score raises: it never
-becomes a reward of 0. Their requests, latency, retries and failures are Prometheus metrics of the calling
+becomes a reward of 0.
+
+Asynchronous scoring keeps rewards off an RL loop's critical path: `RemoteRewardModel.submit(frames, goal)` returns a
+`concurrent.futures.Future[Score]` at once (a worker thread sends the request); `AsyncRemoteRewardModel.submit(...)`
+returns an `asyncio.Task` to await later. Both bound the requests in flight (`max_in_flight`; the sync `submit`
+blocks while that many are unfinished, so memory stays bounded), use the same retry policy, and a failed call
+raises from `future.result()` / `await`. `submit_batch` and `submit_steps` do the same for the batch and step routes.
+Their requests, latency, retries and failures are Prometheus metrics of the calling
 process (`start_metrics_server(port)` exposes them, e.g. on an RL trainer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import itertools
 import json
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +139,7 @@ class _Calls:
             raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}; it serves "
                                                  f"{', '.join(m['name'] for m in infos)}")
         self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
+        self.info = info  # the model's entry in /v1/models (e.g. its expected input, where the service states it)
 
     def _embed(self, goal: Goal) -> Call:
         if not isinstance(goal, str):
@@ -173,23 +183,93 @@ class RemoteRewardModel(_Calls, StreamingMixin):
     """A model held by a vlreward service, called synchronously. Failures raise (after retries), never 0."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", model: str | None = None, token: str | None = None,
-                 timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5):
+                 timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5, max_in_flight: int = 8):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
-        self.retries, self.backoff_s = retries, backoff_s
-        self.http = self._connect()
+        self.retries, self.backoff_s, self.max_in_flight = retries, backoff_s, max_in_flight
+        self._connect()
         self._choose(self._run(self._models()), model)
 
-    def _connect(self) -> httpx.Client:
+    def _connect(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s)
+        limits = httpx.Limits(max_connections=self.max_in_flight + 4, max_keepalive_connections=self.max_in_flight + 4)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout_s, limits=limits)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # started by the first submit
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._pool_lock = threading.Lock()
+        self._unfinished = 0
+
+    _LOCAL = ("http", "_pool", "_slots", "_pool_lock", "_unfinished")
 
     def __getstate__(self) -> dict:
-        """Picklable (Ray ships configs holding this to workers): the connection is rebuilt, not copied."""
-        return {k: v for k, v in self.__dict__.items() if k != "http"}
+        """Picklable (Ray ships configs holding this to workers): connection and workers are rebuilt, not copied."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCAL}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.http = self._connect()
+        self.__dict__.setdefault("max_in_flight", 8)
+        self._connect()
+
+    def close(self) -> None:
+        """Wait for submitted calls, then close the worker threads and connections."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _submit(self, call: Call) -> concurrent.futures.Future:
+        """Run `call` on a worker thread; blocks while `max_in_flight` submitted calls are unfinished."""
+        self._slots.acquire()
+        with self._pool_lock:
+            self._unfinished += 1
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.max_in_flight, "vlreward-client")
+            pool = self._pool
+        try:
+            future = pool.submit(self._run, call)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future) -> None:
+        with self._pool_lock:
+            self._unfinished -= 1
+        self._slots.release()
+
+    @property
+    def in_flight(self) -> int:
+        """Submitted calls not finished yet."""
+        return self._unfinished
+
+    def submit(self, frames: np.ndarray, goal: Goal) -> concurrent.futures.Future:
+        """`score(frames, goal)` without waiting: a Future of the Score; `.result()` raises what `score` raises.
+
+        The request is built (and the goal checked) here, so a bad goal raises at once; at most `max_in_flight`
+        calls run together and this blocks while that many are unfinished. For example, score episodes while
+        sampling the next ones, and collect the rewards when the update needs them:
+
+            futures = [model.submit(frames, "go to the red ball") for frames in finished_episodes]
+            returns = [future.result().rewards.sum() for future in futures]
+        """
+        return self._submit(self._score(frames, goal))
+
+    def submit_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> concurrent.futures.Future:
+        """`score_batch` without waiting: a Future of the list of Scores (one request for all trajectories)."""
+        return self._submit(self._score_batch(trajectories, goals))
+
+    def submit_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                     states: Sequence[StepState | None]) -> concurrent.futures.Future:
+        """`score_steps` without waiting: a Future of (rewards [B], states)."""
+        return self._submit(self._score_steps(frames, goals, states))
 
     def _run(self, call: Call):
         attempts = Attempts(call, self.url, self.retries, self.backoff_s)
@@ -236,6 +316,8 @@ class AsyncRemoteRewardModel(_Calls):
         limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
         self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s, limits=limits)
         self.slots = asyncio.Semaphore(max_concurrency)
+        self.max_in_flight = max_concurrency
+        self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps only weak ones
 
     @classmethod
     async def connect(cls, url: str = "http://127.0.0.1:8000", model: str | None = None, **options):
@@ -248,7 +330,38 @@ class AsyncRemoteRewardModel(_Calls):
         return client
 
     async def aclose(self) -> None:
+        """Wait for submitted calls (their failures stay with their tasks), then close the connections."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
         await self.http.aclose()
+
+    def _submit(self, coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def in_flight(self) -> int:
+        """Submitted calls not finished yet (at most `max_concurrency` of them send at a time; the rest queue)."""
+        return len(self._tasks)
+
+    def submit(self, frames: np.ndarray, goal: Goal) -> asyncio.Task:
+        """`score(frames, goal)` without waiting: an asyncio Task of the Score, to await when the reward is needed.
+
+        Call it inside a running event loop. The request is built (and the goal checked) here; at most
+        `max_concurrency` requests are sent together, the rest wait for a slot; awaiting raises what `score` raises.
+        """
+        return self._submit(self._run(self._score(frames, goal)))
+
+    def submit_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> asyncio.Task:
+        """`score_batch` without waiting: a Task of the list of Scores."""
+        return self._submit(self._run(self._score_batch(trajectories, goals)))
+
+    def submit_steps(self, frames: np.ndarray, goals: Sequence[Goal],
+                     states: Sequence[StepState | None]) -> asyncio.Task:
+        """`score_steps` without waiting: a Task of (rewards [B], states)."""
+        return self._submit(self._run(self._score_steps(frames, goals, states)))
 
     async def __aenter__(self):
         return self

@@ -20,6 +20,7 @@ def test_rendered_frames_stride_size_and_last_step():
     env = RenderedFrames(raw, size=(48, 32), stride=3)
     _, info = env.reset(seed=1)
     assert info["frame"].shape == (48, 32, 3) and info["frame"].dtype == np.uint8
+    assert info["frame"].flags.writeable  # torch.from_numpy warns on read-only arrays (PIL's buffer)
     assert np.array_equal(info["frame"], resize_frame(raw.render(), (48, 32)))
     has_frame = []
     for _ in range(7):

@@ -1,8 +1,14 @@
-"""ServiceReward: unit checks on hand-built episodes, then real PPO iterations on BabyAI with a local learner."""
+"""ServiceReward and EpisodeScorer: unit checks on hand-built episodes, then real PPO iterations on BabyAI (local
+learner) against the live service: scores submitted by the env runner as episodes end (HTTP and deployment handle),
+and the older path with frames in the episodes."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import pickle
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,11 +16,12 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.connectors.learner import AddColumnsFromEpisodesToTrainBatch, AddOneTsToEpisodesAndTruncate
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from rewards import ModelNotReadyError
-from rewards.base import GoalEmbedding, Score, goal_digest
+from rewards import InvalidTaskError, InvalidVideoError, ModelNotReadyError
+from rewards.base import MAX_TASK_CHARS, GoalEmbedding, Score, goal_digest
 from rl.connector import ServiceReward
 from rl.handle import DeploymentRewardModel
 from rl.mix import RewardMix
+from rl.submission import SCORE_KEY, EpisodeScorer, EpisodeSubmitter, PendingScore
 from rl.train import Args, build_config
 from serve.client import RemoteRewardModel
 
@@ -45,12 +52,19 @@ class FrameMeanTestModel:
 
 
 class RecordingModel:
-    """Wraps a real RewardModel and records every `score_batch` call (trajectories, goals)."""
+    """Wraps a real RewardModel and records every `score_batch` call (trajectories, goals) and every `submit`
+    (frames, goal, the returned future)."""
 
     def __init__(self, inner):
         self.inner = inner
         self.name, self.goal_kinds, self.version = inner.name, inner.goal_kinds, inner.version
         self.calls: list[tuple[list[np.ndarray], list[str]]] = []
+        self.submitted: list[tuple[np.ndarray, str, concurrent.futures.Future]] = []
+
+    def submit(self, frames, goal):
+        future = self.inner.submit(frames, goal)
+        self.submitted.append((frames, goal, future))
+        return future
 
     def embed_goal(self, goal):
         return self.inner.embed_goal(goal)
@@ -145,6 +159,16 @@ def test_dense_plus_sparse_adds_the_success_bonus_and_sparse_makes_no_call():
     np.testing.assert_allclose(episode.get_rewards(), [0.0, 0.0, 2.0])  # the success flag, not the env's 0.9
 
 
+def test_the_env_reward_can_be_the_sparse_signal():
+    episode = _episode(3, env_rewards=[0.0, 0.0, 0.9])
+    episode.custom_data[SCORE_KEY] = PendingScore(_done(_expected_score(4)), 4, 192)
+    for info in episode.get_infos():
+        info["success"] = False  # an env without a success flag: only its reward says it succeeded
+    ServiceReward(mix=RewardMix(mode="dense+sparse", success_bonus=2.0, sparse="env_reward"))(
+        rl_module=None, batch={}, episodes=[episode], shared_data={})
+    np.testing.assert_allclose(episode.get_rewards(), _expected_dense(4) + [0.0, 0.0, 1.8], rtol=1e-6)
+
+
 def test_progress_signal_is_offset_by_the_first_value_and_normalize_divides_by_the_return_std():
     episodes = [_episode(3), _episode(5)]
     piece = ServiceReward(reward_model_factory=FrameMeanTestModel, mix=RewardMix(signal="progress", normalize=True))
@@ -199,34 +223,315 @@ def test_an_unready_model_is_waited_for_then_fails_loudly():
     np.testing.assert_allclose(episode.get_rewards(), [0.0, 0.0, 0.9])  # untouched, not zeroed
 
 
+# ---------------------------------------------------------------- submission off the critical path (no Ray)
+
+
+class AnsweredOnceAsked(concurrent.futures.Future):
+    """A score still in flight until someone asks for it; the answer comes 0.2 s after the first ask."""
+
+    def __init__(self, score: Score):
+        super().__init__()
+        self.score, self.timer = score, None
+
+    def result(self, timeout=None):
+        if not self.done() and self.timer is None:
+            self.timer = threading.Timer(0.2, self.set_result, (self.score,))
+            self.timer.start()
+        return super().result(timeout)
+
+
+def _done(score=None, error=None) -> concurrent.futures.Future:
+    future = concurrent.futures.Future()
+    future.set_exception(error) if error is not None else future.set_result(score)
+    return future
+
+
+def test_a_pending_score_pickles_as_its_outcome_after_waiting_for_it():
+    start = time.perf_counter()
+    copy = pickle.loads(pickle.dumps(PendingScore(AnsweredOnceAsked(_expected_score(4)), 4, 192)))  # waits first
+    assert time.perf_counter() - start >= 0.15 and copy.done() and (copy.num_frames, copy.nbytes) == (4, 192)
+    np.testing.assert_allclose(copy.result().rewards, _expected_score(4).rewards)
+
+    failed = pickle.loads(pickle.dumps(PendingScore(_done(error=InvalidVideoError("422: too many pixels")), 4, 192)))
+    with pytest.raises(InvalidVideoError, match="too many pixels"):  # the error travels, not a made-up score
+        failed.result()
+
+
+def test_the_submitter_bounds_calls_in_flight_and_retries_only_an_unready_model():
+    release, started = threading.Event(), []
+
+    class SlowModel(FrameMeanTestModel):
+        def score(self, frames, goal):
+            started.append(1)
+            release.wait(5)
+            return super().score(frames, goal)
+
+    submitter = EpisodeSubmitter(SlowModel, max_in_flight=2, threads=4)
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    first = [submitter.submit(frames, "go") for _ in range(2)]
+    third = concurrent.futures.ThreadPoolExecutor(1).submit(submitter.submit, frames, "go")
+    deadline = time.monotonic() + 10
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert not third.done() and len(started) == 2  # the third submission waits for a free slot
+    release.set()
+    assert all(p.result(5).rewards.shape == (3,) for p in first + [third.result(5)])
+
+    attempts = []
+
+    class FlakyModel(FrameMeanTestModel):
+        def score(self, frames, goal):
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise ModelNotReadyError("503: warming up")
+            return super().score(frames, goal)
+
+    assert EpisodeSubmitter(FlakyModel, ready_wait_s=5.0, poll_s=0.05).submit(frames, "go").result(5) is not None
+    assert len(attempts) == 3
+
+    class RejectingModel(FrameMeanTestModel):
+        def score(self, frames, goal):
+            attempts.append(1)
+            raise InvalidVideoError("422: frames of 128x128 exceed 4096 pixels")
+
+    attempts.clear()
+    with pytest.raises(InvalidVideoError, match="exceed"):
+        EpisodeSubmitter(RejectingModel, ready_wait_s=5.0, poll_s=0.05).submit(frames, "go").result(5)
+    assert len(attempts) == 1  # not retried: a rejected episode is not a transient failure
+
+    def down():
+        raise ModelNotReadyError("cannot reach http://127.0.0.1:9")
+
+    with pytest.raises(ModelNotReadyError, match="not ready after waiting 0 s .*cannot reach"):
+        EpisodeSubmitter(down, ready_wait_s=0.3, poll_s=0.05).submit(frames, "go").result(5)
+
+
+def test_trajectories_queued_together_go_out_as_one_batch_request():
+    gate, requests = threading.Event(), []
+
+    class BatchingModel(FrameMeanTestModel):
+        """Like the HTTP client: submit and submit_batch return futures; the first request is held at a gate."""
+
+        def submit(self, frames, goal):
+            requests.append(1)
+            gate.wait(5)
+            return _done(self.score(frames, goal))
+
+        def submit_batch(self, trajectories, goals):
+            requests.append(len(trajectories))
+            return _done(self.score_batch(trajectories, goals))
+
+    submitter = EpisodeSubmitter(BatchingModel)
+    frames = [np.full((2 + i, 4, 4, 3), 10 * i, np.uint8) for i in range(4)]
+    pending = [submitter.submit(list(frames[0]), "task 0")]  # lists of frames: stacked off the sampling thread
+    while not requests:  # the dispatcher is now held at the gate with the first trajectory
+        time.sleep(0.01)
+    pending += [submitter.submit(list(f), f"task {i}") for i, f in enumerate(frames[1:], 1)]
+    gate.set()
+    for i, p in enumerate(pending):
+        np.testing.assert_allclose(p.result(5).values, FrameMeanTestModel().score(frames[i], f"task {i}").values)
+    assert requests == [1, 3]  # the three queued while the first was out went in one request, in order
+    submitter.close()
+
+
+def test_the_connector_waits_only_for_scores_still_in_flight_and_a_failed_one_fails_the_batch():
+    episodes = [_episode(3), _episode(5)]
+    episodes[0].custom_data[SCORE_KEY] = PendingScore(_done(_expected_score(4)), 4, 192)
+    episodes[1].custom_data[SCORE_KEY] = PendingScore(AnsweredOnceAsked(_expected_score(6)), 6, 288)
+    piece = ServiceReward(mix=RewardMix(scale=2.0))  # no model: the scores come with the episodes
+    piece(rl_module=None, batch={}, episodes=episodes, shared_data={})
+    for episode, num_steps in zip(episodes, (3, 5)):
+        np.testing.assert_allclose(episode.get_rewards(), 2.0 * _expected_dense(num_steps + 1), rtol=1e-6)
+    assert piece.last_cost["missing"] == 1 and 0.1 <= piece.last_cost["wait_s"] < 5
+    assert (piece.last_cost["frames"], piece.last_cost["frame_bytes"]) == (10, 480)
+
+    episodes = [_episode(3, env_rewards=[0.0, 0.0, 0.9]), _episode(3)]
+    episodes[0].custom_data[SCORE_KEY] = PendingScore(_done(_expected_score(4)), 4, 192)
+    episodes[1].custom_data[SCORE_KEY] = PendingScore(_done(error=ModelNotReadyError("503: queue full")), 4, 192)
+    with pytest.raises(ModelNotReadyError, match="queue full") as raised:
+        ServiceReward(mix=RewardMix(mode="dense+sparse"))(rl_module=None, batch={}, episodes=episodes, shared_data={})
+    assert "instead of training on missing rewards" in "".join(raised.value.__notes__)
+    np.testing.assert_allclose(episodes[0].get_rewards(), [0.0, 0.0, 0.9])  # nothing written, nothing zeroed
+
+    episodes[1].custom_data[SCORE_KEY] = PendingScore(concurrent.futures.Future(), 4, 192)  # never answered
+    with pytest.raises(TimeoutError, match="did not arrive within 0 s"):
+        ServiceReward(collect_timeout_s=0.1)(rl_module=None, batch={}, episodes=episodes, shared_data={})
+
+    del episodes[1].custom_data[SCORE_KEY]
+    with pytest.raises(ValueError, match="every env runner needs the EpisodeScorer"):
+        ServiceReward()(rl_module=None, batch={}, episodes=episodes, shared_data={})
+
+
+def test_the_episode_scorer_takes_the_frames_out_and_submits_them_with_the_mission():
+    model = FrameMeanTestModel()
+    episode = _episode(3)
+    EpisodeScorer(reward_model_factory=lambda: model).on_episode_end(episode=episode)
+    assert all("frame" not in info for info in episode.get_infos())  # frames do not travel to the learner
+    pending = episode.custom_data[SCORE_KEY]
+    np.testing.assert_allclose(pending.result(5).rewards, _expected_score(4).rewards)
+    assert (pending.num_frames, pending.nbytes) == (4, 4 * 4 * 4 * 3)
+
+    sparse = _episode(3)
+    EpisodeScorer(submit=False).on_episode_end(episode=sparse)  # sparse: frames dropped, nothing submitted
+    assert SCORE_KEY not in sparse.custom_data and all("frame" not in info for info in sparse.get_infos())
+
+
 # ---------------------------------------------------------------- real PPO on BabyAI, local learner
 
 
-def _small_config(model_factory, pieces: list, ready_wait_s: float = 0.0):
+class EpisodeRecorder(ConnectorV2):
+    """First learner piece: what the episodes bring to the learner (info keys, their pending scores)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.info_keys: set[str] = set()
+        self.pending: list = []
+
+    def __call__(self, *, batch, episodes, **kwargs):
+        for episode in episodes:
+            self.info_keys |= {key for info in episode.get_infos() for key in info}
+            self.pending.append(episode.custom_data.get(SCORE_KEY))
+        return batch
+
+
+def _small_config(model_factory, pieces: list, ready_wait_s: float = 0.0, score_in: str = "env-runner",
+                  render_size: int = 0):
     """Two quick iterations' worth of PPO; the ServiceReward piece lands in `pieces` for inspection."""
-    args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, num_env_runners=0)
+    args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, num_env_runners=0,
+                score_in=score_in, ready_wait_s=ready_wait_s, render_size=render_size)
     config = build_config(args, "dense", 0, model_factory).training(minibatch_size=100, num_epochs=1)
 
     def make_piece(obs_space, act_space):
-        pieces.append(ServiceReward(obs_space, act_space, reward_model_factory=model_factory, mix=RewardMix(),
+        factory = model_factory if score_in == "learner" else None  # the env-runner path needs no model here
+        pieces.append(ServiceReward(obs_space, act_space, reward_model_factory=factory, mix=RewardMix(),
                                     ready_wait_s=ready_wait_s))
         return pieces[-1]
 
     return config.learners(learner_connector=make_piece)
 
 
-def test_ppo_trains_on_rewards_from_the_live_service(service_url):
+def _record_batches(algo) -> tuple[BatchRewardRecorder, EpisodeRecorder]:
+    rewards, episodes = BatchRewardRecorder(), EpisodeRecorder()
+
+    def insert(learner):
+        learner._learner_connector.insert_after(AddColumnsFromEpisodesToTrainBatch, rewards)
+        learner._learner_connector.prepend(episodes)
+
+    algo.learner_group.foreach_learner(insert)
+    return rewards, episodes
+
+
+def _check_async_iteration(result, model, service, piece, rewards, episodes, submitted_before: int) -> None:
+    """Each episode's train rewards are the service's score of exactly the frames that episode submitted."""
+    batch_rewards = rewards.calls[-1]
+    assert list(batch_rewards) == list(piece.last_rewards)  # same episodes, same order
+    assert sum(len(r) - 1 for r in batch_rewards.values()) >= 200  # complete episodes fill the batch
+    submitted = model.submitted[submitted_before:]
+    assert len(submitted) >= len(batch_rewards)  # each finished episode went out as it ended
+    by_result = {id(future.result()): (frames, goal) for frames, goal, future in submitted}
+    pending = episodes.pending[-len(batch_rewards):]
+    assert all(isinstance(p, PendingScore) for p in pending)
+    for p, train_rewards in zip(pending, batch_rewards.values()):
+        frames, goal = by_result[id(p.result())]
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 64, 3)
+        assert frames.shape[0] == len(train_rewards)  # T+1 frames for T steps (+1 masked bootstrap reward)
+        assert goal in {"go to the red ball", "go to a red ball"}  # GoToRedBall says either
+        expected = service.score(frames, goal).rewards[1:]  # scored alone over HTTP, not in the batch
+        np.testing.assert_allclose(train_rewards[:-1], expected, rtol=1e-4, atol=1e-5)
+        assert train_rewards[-1] == 0.0
+    assert any(np.abs(r[:-1]).max() > 0 for r in batch_rewards.values())  # not all zeros
+    assert "frame" not in episodes.info_keys and "mission" in episodes.info_keys  # frames stay in the env runner
+    assert "infos" not in rewards.columns
+    served = np.mean([r[:-1].sum() for r in batch_rewards.values()])
+    learners = result["learners"]
+    assert learners["vlreward/mean_return"] == pytest.approx(served, rel=1e-5, abs=1e-7)
+    assert learners["vlreward/frames"] == sum(p.num_frames for p in pending)
+    assert 0 <= learners["vlreward/missing"] <= len(pending) and learners["vlreward/wait_s"] >= 0
+    assert result["env_runners"]["vlreward/frames_submitted"] == learners["vlreward/frames"]  # this iteration's
+    assert "success_rate" in result["env_runners"]
+
+
+def test_ppo_trains_on_scores_the_env_runner_submitted_over_http(service_url):
+    service = RemoteRewardModel(service_url)
+    model, pieces = RecordingModel(RemoteRewardModel(service_url)), []
+    algo = _small_config(lambda: model, pieces).build_algo()
+    rewards, episodes = _record_batches(algo)
+    try:
+        for _ in range(2):
+            before = len(model.submitted)
+            result = algo.train()
+            assert model.calls == []  # no batched call in the learner: everything was submitted while sampling
+            _check_async_iteration(result, model, service, pieces[0], rewards, episodes, before)
+    finally:
+        algo.stop()
+
+
+def test_ppo_trains_on_scores_submitted_through_the_deployment_handle(service_url):
+    service = RemoteRewardModel(service_url, "babyai-liv")
+    model, pieces = RecordingModel(DeploymentRewardModel("babyai-liv")), []
+    algo = _small_config(lambda: model, pieces).build_algo()
+    rewards, episodes = _record_batches(algo)
+    try:
+        result = algo.train()
+        _check_async_iteration(result, model, service, pieces[0], rewards, episodes, 0)
+    finally:
+        algo.stop()
+
+
+def test_a_remote_env_runner_sends_only_the_scores(service_url):
+    """With an env runner actor the episodes are pickled: each PendingScore travels as its score (no frames)."""
+    args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, num_env_runners=1, num_envs=4,
+                url=service_url)
+    factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
+    algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
+    rewards, episodes = _record_batches(algo)
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    assert result["learners"]["vlreward/missing"] == 0  # resolved in the env runner before they travelled
+    assert "frame" not in episodes.info_keys and all(isinstance(p, PendingScore) for p in episodes.pending)
+    assert sum(len(r) - 1 for r in rewards.calls[-1].values()) >= 200
+    assert any(np.abs(r[:-1]).max() > 0 for r in rewards.calls[-1].values())
+    served = np.mean([r[:-1].sum() for r in rewards.calls[-1].values()])
+    assert result["learners"]["vlreward/mean_return"] == pytest.approx(served, rel=1e-5, abs=1e-7)
+    assert result["env_runners"]["vlreward/frames_submitted"] == result["learners"]["vlreward/frames"]
+
+
+class OverlongTaskClient(RemoteRewardModel):
+    """The live HTTP client, sending a task one character over the service's limit: the service answers 422."""
+
+    def submit(self, frames, goal):
+        return super().submit(frames, "a" * (MAX_TASK_CHARS + 1))
+
+    def submit_batch(self, trajectories, goals):
+        return super().submit_batch(trajectories, ["a" * (MAX_TASK_CHARS + 1)] * len(goals))
+
+
+def test_an_episode_the_service_rejects_fails_the_iteration(service_url):
+    """A real 4xx from the live service fails training with the service's error type; no reward becomes 0."""
+    pieces = []
+    algo = _small_config(functools.partial(OverlongTaskClient, service_url, "babyai-liv"), pieces).build_algo()
+    try:
+        with pytest.raises(InvalidTaskError, match="422") as raised:
+            algo.train()
+        assert "instead of training on missing rewards" in "".join(raised.value.__notes__)
+        assert pieces[0].last_rewards == {}  # nothing was written before the failure
+    finally:
+        algo.stop()
+
+
+def test_ppo_trains_on_frames_scored_in_the_learner(service_url):
+    """The older path (--score-in learner): frames ride with the episodes, one score_batch call per iteration."""
     service = RemoteRewardModel(service_url)
     model, pieces = RecordingModel(service), []
-    algo = _small_config(lambda: model, pieces).build_algo()
-    recorder = BatchRewardRecorder()
-    algo.learner_group.foreach_learner(
-        lambda learner: learner._learner_connector.insert_after(AddColumnsFromEpisodesToTrainBatch, recorder)
-    )
+    algo = _small_config(lambda: model, pieces, score_in="learner").build_algo()
+    recorder, _ = _record_batches(algo)
     try:
         for iteration in range(2):
             result = algo.train()
-            assert len(model.calls) == iteration + 1  # exactly one score_batch call per iteration
+            assert len(model.calls) == iteration + 1 and model.submitted == []  # one score_batch per iteration
             trajectories, goals = model.calls[-1]
             batch_rewards = recorder.calls[-1]
             assert list(batch_rewards) == list(pieces[0].last_rewards)  # same episodes, same order
@@ -242,7 +547,6 @@ def test_ppo_trains_on_rewards_from_the_live_service(service_url):
             assert "infos" not in recorder.columns  # frames stay out of the train batch
             served = np.mean([r[:-1].sum() for r in batch_rewards.values()])
             assert result["learners"]["vlreward/mean_return"] == pytest.approx(served, rel=1e-5, abs=1e-7)
-            assert "success_rate" in result["env_runners"]
             assert result["learners"]["vlreward/frames"] == sum(len(t) for t in trajectories)
             assert result["learners"]["vlreward/frame_bytes"] == sum(t.nbytes for t in trajectories)
     finally:
@@ -250,18 +554,22 @@ def test_ppo_trains_on_rewards_from_the_live_service(service_url):
 
 
 def test_deployment_handle_scores_like_the_http_client(service_url, random_frames):
-    """Inside the cluster the connector can skip HTTP: same protocol, same numbers."""
+    """Inside the cluster the connector can skip HTTP: same protocol, same numbers, submitted or batched."""
     handle_model, http_model = DeploymentRewardModel("babyai-liv"), RemoteRewardModel(service_url, "babyai-liv")
     assert (handle_model.name, handle_model.version) == (http_model.name, http_model.version)
     trajectories = [random_frames, random_frames[:3]]
     goals = ["go to the red ball", "open the door"]
-    for mine, theirs in zip(handle_model.score_batch(trajectories, goals), http_model.score_batch(trajectories, goals)):
+    futures = [handle_model.submit(frames, goal) for frames, goal in zip(trajectories, goals)]
+    for mine, theirs, future in zip(handle_model.score_batch(trajectories, goals),
+                                    http_model.score_batch(trajectories, goals), futures):
         np.testing.assert_allclose(mine.rewards, theirs.rewards, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(future.result(60).rewards, theirs.rewards, rtol=1e-5, atol=1e-6)
 
 
-def test_service_outage_fails_training_instead_of_training_on_zeros(ray_cluster):
+@pytest.mark.parametrize("score_in", ["env-runner", "learner"])
+def test_service_outage_fails_training_instead_of_training_on_zeros(ray_cluster, score_in):
     unreachable = functools.partial(RemoteRewardModel, "http://127.0.0.1:9", retries=1, backoff_s=0.01)
-    algo = _small_config(unreachable, [], ready_wait_s=1.0).build_algo()
+    algo = _small_config(unreachable, [], ready_wait_s=1.0, score_in=score_in).build_algo()
     try:
         with pytest.raises(ModelNotReadyError, match="not ready after waiting 1 s .*cannot reach"):
             algo.train()

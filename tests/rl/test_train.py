@@ -10,7 +10,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from rewards.text import MINILM_DIM, shared_minilm
 from rl.experiment import main as experiment_main
 from rl.experiment import plot_curves, summarize
-from rl.train import CURVE_FIELDS, Args, build_config, make_training_env, write_curves
+from rl.train import CURVE_FIELDS, Args, build_config, iteration_row, make_training_env, write_curves
 
 TASKS = ["GoToRedBallNoDists", "GoToLocal"]  # "go to the red ball" and "go to the <colour> <object>" missions
 
@@ -84,3 +84,17 @@ def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
 def test_unknown_reward_mode_is_refused():
     with pytest.raises(ValueError, match="valid modes"):
         build_config(Args(), "shaped", 0, reward_model_factory=None)
+
+
+def test_unknown_score_in_is_refused():
+    with pytest.raises(ValueError, match="valid: env-runner, learner"):
+        build_config(Args(score_in="driver"), "dense", 0, reward_model_factory=None)
+
+
+def test_the_reward_share_counts_submitting_and_waiting_on_the_env_runner_path():
+    result = {"env_runners": {"num_env_steps_sampled_lifetime": 1000, "vlreward/submit_s": 0.25},
+              "learners": {"vlreward/wait_s": 0.5, "vlreward/frames": 900, "vlreward/frame_bytes": 2**20}}
+    row = iteration_row("dense", 0, 1, result, 10.0)
+    assert (row["reward_s"], row["frames"], row["frame_mb"]) == (0.75, 900, 1.0)
+    older = {"env_runners": {}, "learners": {"vlreward/gather_s": 0.125, "vlreward/score_s": 2.0}}
+    assert iteration_row("dense", 0, 1, older, 10.0)["reward_s"] == 2.125

@@ -1,0 +1,160 @@
+"""Stable-Baselines3 with served rewards: the VecEnv wrapper on real BabyAI envs and real PPO steps, against the live
+service (and the same critic in-process for the expected values)."""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize  # noqa: E402
+
+from envs.babyai import make_env, rollout  # noqa: E402
+from rewards import load_model  # noqa: E402
+from rl.mix import RewardMix  # noqa: E402
+from rl.sb3 import RelabelRollout, VecVLReward  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def liv():
+    return load_model("babyai-liv")
+
+
+@pytest.fixture(scope="module")
+def remote(service_url):
+    from serve.client import RemoteRewardModel
+
+    return RemoteRewardModel(service_url, "babyai-liv")
+
+
+def limited(seed: int, steps: int) -> gym.Env:
+    return gym.wrappers.TimeLimit(make_env("GoToRedBall", seed=seed), max_episode_steps=steps)
+
+
+def env_fns(count: int = 3):
+    return [functools.partial(limited, seed, 4 + 3 * seed) for seed in range(count)]  # picklable, for subprocesses
+
+
+class CountingSteps:
+    """The remote model with every `score_steps` call counted (one call = one HTTP request)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def score_steps(self, frames, goals, states):
+        self.calls.append(len(frames))
+        return self.model.score_steps(frames, goals, states)
+
+
+def test_step_mode_sends_one_request_per_step_with_the_rewards_streaming_pays(remote, liv):
+    expert = next(e for s in range(20) if (e := rollout("GoToRedBall", s, "noisy_expert")).success
+                  and 6 < len(e.actions) < 30)
+    fns = [functools.partial(limited, expert.seed, 64), *env_fns(3)[1:]]
+    model = CountingSteps(remote)
+    envs = VecVLReward(DummyVecEnv(fns), model, mix=RewardMix(mode="dense+sparse"))
+    envs.reset()
+    episodes = [[info["frame"]] for info in envs.reset_infos]
+    missions = [info["mission"] for info in envs.reset_infos]  # "go to the red ball", "go to a red ball"...
+    successes, restarts = [], 0
+    actions = np.random.default_rng(1).integers(0, 3, (len(expert.actions), 3))
+    actions[:, 0] = expert.actions
+    for t, action in enumerate(actions):
+        _, rewards, dones, infos = envs.step(action)
+        assert len(model.calls) == t + 2 and model.calls[-1] == 3 + dones.sum()  # + the restarted streams
+        for i in range(3):
+            episodes[i].append(infos[i]["frame"])
+            expected = liv.score(np.stack(episodes[i]), missions[i]).rewards[-1] + infos[i]["success"]
+            assert rewards[i] == pytest.approx(expected, abs=1e-5)
+            assert infos[i]["is_success"] == infos[i]["success"]
+            if dones[i]:
+                successes.append(infos[i]["is_success"])
+                restarts += 1
+                episodes[i] = [envs.reset_infos[i]["frame"]]  # SB3 reset it within the same step
+                missions[i] = envs.reset_infos[i]["mission"]
+    assert restarts >= 4 and successes.count(True) >= 1 and dones[0] and infos[0]["is_success"]
+    envs.close()
+
+
+@pytest.mark.parametrize("vec_env", [DummyVecEnv, SubprocVecEnv])
+def test_rollout_mode_fills_the_same_rewards_later_without_waiting(remote, vec_env):
+    def make(relabel, segments=False):
+        venv = vec_env(env_fns()) if vec_env is DummyVecEnv else SubprocVecEnv(env_fns(), start_method="spawn")
+        return VecVLReward(venv, remote, relabel=relabel, segments=segments)
+
+    actions = np.random.default_rng(0).integers(0, 3, (24, 3))
+    step_envs = make("step")
+    step_envs.reset()
+    expected = np.array([step_envs.step(a)[1] for a in actions])
+    step_envs.close()
+    assert np.count_nonzero(expected) > 30
+    for segments in (False, True):
+        rollout_envs = make("rollout", segments)
+        rollout_envs.reset()
+        buffer = np.zeros((24, 3), np.float32)
+        for start in (0, 12):  # two rollouts; episodes cross the boundary
+            for t in range(start, start + 12):
+                buffer[t] = rollout_envs.step(actions[t])[1]
+            assert not buffer[start:start + 12].any()  # nothing dense at step time
+            rollout_envs._delayed.collect().add_to(buffer[start:start + 12], start)
+        np.testing.assert_allclose(buffer, expected, atol=1e-5)
+        rollout_envs.close()
+
+
+class BufferRewards(BaseCallback):
+    """Keeps a copy of the rollout buffer's rewards at each rollout end (after RelabelRollout, listed before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rewards = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self.model.rollout_buffer
+        self.rewards.append(buffer.rewards.copy())
+        advantages = buffer.advantages.copy()  # must already be those of the relabelled rewards:
+        buffer.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])
+        np.testing.assert_allclose(buffer.advantages, advantages, atol=1e-5)
+
+
+def test_ppo_trains_on_relabelled_rollouts_equal_to_streamed_rewards(remote):
+    def train(relabel):
+        envs = VecVLReward(DummyVecEnv(env_fns(4)[:4]), remote, mix=RewardMix(mode="dense+sparse"), relabel=relabel)
+        ppo = PPO("MlpPolicy", envs, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+        buffer = BufferRewards()
+        callbacks = [envs.relabel_callback(), buffer] if relabel == "rollout" else [buffer]
+        ppo.learn(32 * 4 * 2, callback=callbacks)
+        envs.close()
+        return buffer.rewards, callbacks[0]
+
+    streamed, _ = train("step")
+    relabelled, relabel = train("rollout")
+    assert isinstance(relabel, RelabelRollout) and relabel.relabelled == 2 * 32 * 4  # every step got its reward
+    np.testing.assert_allclose(relabelled[0], streamed[0], atol=1e-4)  # same policy, same actions, same rewards
+    assert np.count_nonzero(relabelled[1]) > 32 and len(relabelled) == len(streamed) == 2
+
+
+def test_bad_setups_raise(remote):
+    from minigrid.wrappers import ImgObsWrapper
+
+    from envs.wrappers import RenderedFrames
+    from rl.scoring import MissingInputError
+
+    with pytest.raises(ValueError, match="relabel"):
+        VecVLReward(DummyVecEnv(env_fns(1)), remote, relabel="episode")
+    bare = DummyVecEnv([lambda: ImgObsWrapper(gym.make("BabyAI-GoToRedBall-v0"))])  # no frames, no mission in info
+    with pytest.raises(MissingInputError, match="RenderedFrames"):
+        VecVLReward(bare, remote).reset()
+    framed = DummyVecEnv([lambda: RenderedFrames(ImgObsWrapper(gym.make("BabyAI-GoToRedBall-v0",
+                                                                        render_mode="rgb_array")), 64)])
+    with pytest.raises(MissingInputError, match="goals="):
+        VecVLReward(framed, remote).reset()
+    envs = VecVLReward(DummyVecEnv(env_fns(2)), remote, relabel="rollout")
+    with pytest.raises(ValueError, match="norm_reward"):
+        PPO("MlpPolicy", VecNormalize(envs), n_steps=8, batch_size=8).learn(16, callback=envs.relabel_callback())
