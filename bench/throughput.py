@@ -5,8 +5,14 @@ and 32 closed-loop clients, for .npy bodies and mp4 uploads, (c) the naive peer 
 under the same load. All three run side by side and every point is measured once per round, rounds
 interleaved, so drifting load on a shared machine hits them alike; a row is the median over rounds.
 
+The service runs as users run it, `vlreward serve` in its own process group (one local Ray each); `--variants`
+adds configurations to compare in the same run (the gateway or the model as ingress, the old 10 ms batch wait,
+Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED); each runs its own local Ray.
+
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
+    python -m bench.throughput --media npy --variants service "service, throughput-optimized" \
+        "before (gateway, 10 ms batch wait)"
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -24,8 +34,10 @@ import numpy as np
 import torch
 
 import rewards
-from bench.common import (TASK, babyai_frames, drive, local_service, markdown_table, mp4_bytes, run_identity,
-                          score_body, write_result)
+import yaml
+
+from bench.common import (TASK, babyai_frames, drive, markdown_table, mp4_bytes, run_identity, score_body, wait_ready,
+                          write_result)
 from serve.client import npy_bytes
 from rewards.args import arg, parse_args
 
@@ -46,9 +58,22 @@ class Args:
     precision: str = arg("auto", "in-process precision: fp32, bf16 (autocast) or auto (bf16 on CUDA, else fp32)",
                          choices=["auto", "fp32", "bf16"])
     naive: bool = arg(True, "also measure the naive peer server")
-    port: int = arg(8310, "port of the service")
+    variants: list[str] = arg(["service"], "service configurations to measure side by side (names in VARIANTS)")
+    port: int = arg(8310, "port of the first service variant (the next ones count up from it)")
     naive_port: int = arg(8311, "port of the naive peer")
     out: str = arg("runs/bench/throughput.json", "JSON result file")
+
+
+#: name -> (ServeArgs keys over the defaults, environment of `vlreward serve`); "service" is what the CLI runs
+#: (the model replica as ingress, no batch wait); the others are the alternatives measured against it
+FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no proxy), user code on the replica's loop
+VARIANTS = {
+    "service": ({}, {}),
+    "service, throughput-optimized": ({}, FAST),
+    "gateway": ({"ingress": "gateway"}, {}),
+    "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
+    "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
+}
 
 
 def in_process_points(args: Args, frames: np.ndarray, device: str, autocast: bool) -> dict:
@@ -60,7 +85,7 @@ def in_process_points(args: Args, frames: np.ndarray, device: str, autocast: boo
     goal = model.embed_goal(TASK)
     default_threads = torch.get_num_threads()
     thread_counts = [default_threads] if device != "cpu" else sorted(
-        {t for n in args.threads for t in ((1, default_threads) if n == 0 else (n,))})
+        {t for n in args.threads for t in ((1, os.cpu_count()) if n == 0 else (n,))})
 
     def measure(batch_size: int, threads: int) -> tuple[float, list[float]]:
         torch.set_num_threads(threads)
@@ -109,6 +134,32 @@ def naive_server(args: Args):
         process.wait(30)
 
 
+@contextlib.contextmanager
+def cli_service(model: str, variant: str, port: int):
+    """`vlreward serve` with one variant's config and environment, in its own process group; stopped with SIGTERM."""
+    keys, env = VARIANTS[variant]
+    spec = {"model": model, **({"batch_wait_timeout_s": keys["batch_wait_timeout_s"]}
+                               if "batch_wait_timeout_s" in keys else {})}
+    config = {"models": [spec], **{k: v for k, v in keys.items() if k != "batch_wait_timeout_s"}}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+        yaml.safe_dump(config, file)
+    process = subprocess.Popen([sys.executable, "-m", "vlreward.cli", "serve", "--config", file.name, "--port",
+                                str(port)], env={**os.environ, "RAY_AUTH_MODE": "disabled", **env},
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, 180)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        Path(file.name).unlink()
+
+
 def main(args: Args) -> dict:
     print(asdict(args))
     identity = run_identity()
@@ -122,8 +173,9 @@ def main(args: Args) -> dict:
         points = in_process_points(args, frames, device, autocast)
         if args.naive:
             points |= http_points(args, "naive peer", servers.enter_context(naive_server(args)), bodies)
-        points |= http_points(args, "service", servers.enter_context(local_service(args.port, models=[args.model])),
-                              bodies)
+        for offset, variant in enumerate(args.variants):
+            url = servers.enter_context(cli_service(args.model, variant, args.port + 10 * offset))
+            points |= http_points(args, variant, url, bodies)
         rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
         for round_index in range(args.rounds):
             for key, measure in points.items():
@@ -141,23 +193,23 @@ def main(args: Args) -> dict:
     limit = max(r["frames/s"] for r in rows if r["server"] == "in-process")
     summary = {"limit_frames_per_s": limit, "precision": "bf16" if autocast else "fp32",
                "request_bytes": {media: len(body) for media, (body, _) in bodies.items()}}
-    for media, clients in itertools.product(args.media, [c for c in args.clients if c >= 8]):
-        summary[f"service / limit, {media}, {clients} clients"] = rate[("service", media, f"{clients} clients")] / limit
-    if args.naive and 8 in args.clients:
-        for media in args.media:
-            summary[f"service / naive peer, {media}, 8 clients"] = (rate[("service", media, "8 clients")]
-                                                                    / rate[("naive peer", media, "8 clients")])
-    if 1 in args.clients and "npy" in args.media:
-        low_load = next(r for r in rows if (r["server"], r["media"], r["load"]) == ("service", "npy", "1 clients"))
-        summary["latency_ms, one 64-frame npy trajectory, 1 client"] = {"p50": low_load["p50 ms"],
-                                                                         "p99": low_load["p99 ms"]}
+    p50 = {(r["server"], r["media"], r["load"]): r["p50 ms"] for r in rows}
+    for variant, media in itertools.product(args.variants, args.media):
+        for load in [f"{c} clients" for c in args.clients if c >= 8]:
+            summary[f"{variant} / limit, {media}, {load}"] = rate[(variant, media, load)] / limit
+            if args.naive:
+                summary[f"{variant} / naive peer, {media}, {load}"] = (rate[(variant, media, load)]
+                                                                       / rate[("naive peer", media, load)])
+        if 1 in args.clients and args.naive:
+            summary[f"{variant} p50 - naive peer p50 (ms), {media}, 1 client"] = (
+                p50[(variant, media, "1 clients")] - p50[("naive peer", media, "1 clients")])
 
     print(f"\n{identity['device']}, {identity['cpu_count']} CPUs, load average at start "
           f"{identity['load_average_at_start'][0]:.1f}, commit {identity['commit']}, {args.trajectory_frames}-frame "
           f"trajectories of {args.frame_size} px, in-process {summary['precision']}, median of {args.rounds} rounds\n")
     print(markdown_table(rows, ["server", "media", "load", "frames/s", "min..max", "p50 ms", "p99 ms"]))
     print()
-    print(markdown_table([{"ratio": k, "value": v} for k, v in summary.items() if " / " in k]))
+    print(markdown_table([{"ratio": k, "value": v} for k, v in summary.items() if " / " in k or " - " in k]))
     write_result(args.out, args, identity, rows, **summary)
     return summary
 

@@ -10,7 +10,7 @@ import numpy as np
 from rewards.base import Score
 
 MODES = ("sparse", "dense", "dense+sparse")
-SIGNALS = ("rewards", "progress")
+SIGNALS = ("rewards", "progress", "potential")
 SPARSE = ("success", "env_reward")
 
 
@@ -24,7 +24,9 @@ class RewardMix:
       while Meta-World's own reward is hand-shaped); "env_reward" = the env's own reward, for envs without
       `info["success"]` whose reward is sparse (plain MiniGrid pays 1 − 0.9·steps/max_steps on success).
     signal: "rewards" = the model's dense reward r_{t+1} (LIV: V_{t+1} − V_t); "progress" = V_{t+1} − V_0, the value
-      offset by the episode's first value (VLC's per-step reward).
+      offset by the episode's first value (VLC's per-step reward); "potential" = γ·V_{t+1} − V_t, potential-based
+      shaping with the value as potential (Ng et al. 1999): its discounted sum is γ^T·V_T − V_0, so it does not
+      change which policy is optimal, and each step spent short of the goal costs (1 − γ)·V.
     scale: per-model reward scale applied to the dense part (critics differ by orders of magnitude).
     normalize: divide the dense part by the running std of dense episode returns (VLC).
     """
@@ -35,6 +37,7 @@ class RewardMix:
     scale: float = 1.0
     normalize: bool = False
     sparse: str = "success"
+    gamma: float = 0.99  # the "potential" signal's discount: the policy's own
 
     def __post_init__(self):
         if self.sparse not in SPARSE:
@@ -55,8 +58,11 @@ class RewardMix:
 
     def dense(self, score: Score) -> np.ndarray:
         """Scaled dense reward [T] for steps 0..T-1 from the score of the episode's T+1 frames."""
+        values = np.asarray(score.values, np.float64)
         if self.signal == "progress":
-            return self.scale * (np.asarray(score.values[1:], np.float64) - float(score.values[0]))
+            return self.scale * (values[1:] - values[0])
+        if self.signal == "potential":
+            return self.scale * (self.gamma * values[1:] - values[:-1])
         return self.scale * np.asarray(score.rewards[1:], np.float64)
 
     def combine(self, dense: np.ndarray | float, success: np.ndarray | float) -> np.ndarray | float:

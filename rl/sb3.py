@@ -41,8 +41,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 from rewards import Goal, RewardModel
 from rl.mix import RewardMix
-from rl.scoring import (FRAME_HELP, DelayedRewards, InputWarnings, MissingInputError, check_frame, goal_of,
-                        sparse_signal)
+from rl.scoring import (FRAME_HELP, DelayedRewards, InputWarnings, MissingInputError, Relabels, check_frame,
+                        goal_of, sparse_signal)
 
 __all__ = ["RelabelRollout", "VecVLReward"]
 MODES = ("step", "rollout")
@@ -59,7 +59,8 @@ class VecVLReward(VecEnvWrapper):
 
     Args:
         venv: a DummyVecEnv/SubprocVecEnv (wrappers below this one are fine) of envs with `info["frame"]`.
-        model: a RewardModel: `serve.client.RemoteRewardModel` for a service, or an in-process one.
+        model: a RewardModel: `serve.client.RemoteRewardModel` for a service, or an in-process one; None when
+            `mix` is "sparse" (no model call).
         goals: a fixed goal per sub-env; None reads `info["mission"]` at each reset.
         mix: how the dense signal and success combine (`rl.mix.RewardMix`).
         relabel: "step" or "rollout" (see the module docstring).
@@ -67,10 +68,11 @@ class VecVLReward(VecEnvWrapper):
             progress critics): unfinished episodes also go to the service in pieces while it is idle, so the
             rollout's end waits only for the last few steps (`rl.scoring.DelayedRewards`).
 
-    `steps` counts vector steps; `wait_s` sums the seconds spent blocked on the model.
+    `steps` counts vector steps; `wait_s` sums the seconds spent blocked on the model; `frames_sent` counts the
+    frames sent to it.
     """
 
-    def __init__(self, venv: VecEnv, model: RewardModel, goals: Sequence[Goal] | None = None,
+    def __init__(self, venv: VecEnv, model: RewardModel | None, goals: Sequence[Goal] | None = None,
                  mix: RewardMix = RewardMix(), relabel: str = "step", segments: bool = False):
         super().__init__(venv)
         if relabel not in MODES:
@@ -78,6 +80,8 @@ class VecVLReward(VecEnvWrapper):
         if mix.normalize or (relabel == "step" and mix.signal != "rewards"):
             raise ValueError("VecVLReward supports signal='rewards' in step mode and no normalize; normalise with "
                              "VecNormalize in step mode")
+        if model is None and mix.uses_model:
+            raise ValueError(f"the {mix.mode!r} reward needs a reward model (model=None only for 'sparse')")
         if goals is not None and len(goals) != self.num_envs:
             raise ValueError(f"goals has {len(goals)} entries for {self.num_envs} envs")
         self.model, self.fixed_goals, self.mix, self.relabel = model, goals, mix, relabel
@@ -86,11 +90,15 @@ class VecVLReward(VecEnvWrapper):
                          None)
         self._goals: list = [None] * self.num_envs
         self._states: list = [None] * self.num_envs
-        self.steps, self._wait_s = 0, 0.0
+        self.steps, self._wait_s, self._frames_sent = 0, 0.0, 0
 
     @property
     def wait_s(self) -> float:
         return self._wait_s + (self._delayed.wait_s if self._delayed is not None else 0.0)
+
+    @property
+    def frames_sent(self) -> int:
+        return self._frames_sent + (self._delayed.frames_sent if self._delayed is not None else 0)
 
     def _reset_info(self, i: int) -> dict:
         return _base(self.venv).reset_infos[i]
@@ -122,6 +130,7 @@ class VecVLReward(VecEnvWrapper):
         start = time.perf_counter()
         paid, new_states = self.model.score_steps(np.stack(frames), goals, states)
         self._wait_s += time.perf_counter() - start
+        self._frames_sent += len(frames)
         for i, state in zip(envs, new_states):
             self._states[i] = state
         return np.asarray(paid, np.float64)
@@ -187,13 +196,15 @@ class VecVLReward(VecEnvWrapper):
 class RelabelRollout(BaseCallback):
     """At the end of each rollout of an on-policy algorithm (PPO, A2C), wait for the dense rewards of the rollout's
     steps from a `VecVLReward(relabel="rollout")`, add them into `rollout_buffer.rewards` and recompute returns and
-    advantages, before the update. `wait_s` sums the time spent waiting; `relabelled` counts rewards added."""
+    advantages, before the update. `wait_s` sums the time spent waiting; `relabelled` counts rewards added;
+    `relabels` holds the last rollout's (`rl.scoring.Relabels`)."""
 
     def __init__(self, envs: VecVLReward, verbose: int = 0):
         super().__init__(verbose)
         if envs.relabel != "rollout":
             raise ValueError("RelabelRollout needs VecVLReward(relabel='rollout')")
         self.envs, self.wait_s, self.relabelled, self._first_step = envs, 0.0, 0, 0
+        self.relabels: Relabels | None = None
 
     def _on_training_start(self) -> None:
         env = self.training_env
@@ -216,8 +227,8 @@ class RelabelRollout(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         start = time.perf_counter()
-        relabels = self.envs._delayed.collect()  # noqa: SLF001 (the wrapper's own scorer)
+        self.relabels = self.envs._delayed.collect()  # noqa: SLF001 (the wrapper's own scorer)
         self.wait_s += time.perf_counter() - start
         buffer = self.model.rollout_buffer
-        self.relabelled += relabels.add_to(buffer.rewards, self._first_step)
+        self.relabelled += self.relabels.add_to(buffer.rewards, self._first_step)
         buffer.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])

@@ -7,11 +7,12 @@ the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the sc
 `ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
 ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
 Each (reward, seed) run adds rows to `curves.csv`; `curves.png` plots the success rate against env steps, averaged
-over seeds.
+over seeds. `--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
 
     python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
     python -m rl.train --url handle --model babyai-liv                  # a Serve deployment handle on this cluster
+    python -m rl.train --library sb3 --reward sparse dense               # Stable-Baselines3 PPO
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from rewards.args import arg, parse_args
 
 ENV_NAME = "vlreward-tasks"
 SCORE_IN = ("env-runner", "learner")
+LIBRARIES = ("rllib", "sb3")
+RELABEL = ("rollout", "step")
 CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episode_return_mean",
                 "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
 
@@ -47,6 +50,8 @@ CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "epi
 class Args:
     """Train PPO with video-language rewards and compare sparse, dense and dense+sparse."""
 
+    library: str = arg("rllib", "PPO from RLlib (new API stack) or Stable-Baselines3 (`pip install -e '.[sb3]'`)",
+                       choices=list(LIBRARIES))
     env: str = arg("babyai", "environment suite", choices=list(SUITES))
     tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
     reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
@@ -55,7 +60,8 @@ class Args:
     steps: int = arg(20_000, "env steps per run")
     seeds: int = arg(1, "runs per reward, seeds seed..seed+seeds-1")
     seed: int = arg(0, "first seed for RLlib, torch, numpy and the envs")
-    signal: str = arg("rewards", "dense signal: the model's rewards or progress V_t - V_0", choices=SIGNALS)
+    signal: str = arg("rewards", "dense signal: the model's rewards V_t - V_{t-1}, progress V_t - V_0, or potential "
+                      "gamma*V_t - V_{t-1} (policy-invariant shaping)", choices=SIGNALS)
     success_bonus: float = arg(1.0, "w in dense + w*success (and the sparse reward's size)")
     reward_scale: float = arg(1.0, "scale of the served dense reward (per model)")
     normalize: bool = arg(False, "divide the dense reward by the running std of its episode returns")
@@ -66,10 +72,14 @@ class Args:
                         choices=SCORE_IN)
     max_in_flight: int = arg(64, "env-runner path: episodes in flight per env runner before sampling waits")
     coalesce: int = arg(16, "env-runner path: episodes that end together share one HTTP request (up to this many)")
+    relabel: str = arg("rollout", "sb3: 'rollout' scores episodes as they end while sampling goes on and adds the "
+                       "dense rewards at each rollout's end; 'step' scores every vector step and waits for it",
+                       choices=list(RELABEL))
     render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     num_env_runners: int = arg(0, "remote env runners; 0 samples in the driver")
-    num_envs: int = arg(8, "envs per env runner, stepped as one vector env (one policy forward per vector step)")
+    num_envs: int = arg(8, "envs per env runner (sb3: in the DummyVecEnv), stepped as one vector env (one policy "
+                        "forward per vector step)")
     train_batch_size: int = arg(1000, "env steps per PPO iteration")
     out: str = arg("runs/rl", "folder for curves.csv and curves.png")
 
@@ -82,6 +92,12 @@ def critic_input_size(model: str, default: int = 64) -> int:
         return int(get_config(model).get("image_size", default))
     except Exception:  # a model only the remote service knows: keep the default
         return default
+
+
+def reward_mix(args: Args, reward: str) -> RewardMix:
+    """How `reward` (sparse, dense, dense+sparse) is made from scores and success, for either library."""
+    return RewardMix(mode=reward, signal=args.signal, success_bonus=args.success_bonus, scale=args.reward_scale,
+                     normalize=args.normalize)
 
 
 def make_training_env(env_config: dict):
@@ -128,8 +144,7 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
     env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
                   "render_size": args.render_size or critic_input_size(args.model),
                   "max_episode_steps": args.max_episode_steps}
-    mix = RewardMix(mode=reward, signal=args.signal, success_bonus=args.success_bonus, scale=args.reward_scale,
-                    normalize=args.normalize)
+    mix = reward_mix(args, reward)
     if args.score_in not in SCORE_IN:
         raise ValueError(f"unknown score_in {args.score_in!r}; valid: {', '.join(SCORE_IN)}")
     in_runner = args.score_in == "env-runner"
@@ -209,7 +224,12 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
 
     print("args:", dataclasses.asdict(args))
     factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
-    if not ray.is_initialized():
+    if args.library not in LIBRARIES:
+        raise ValueError(f"unknown library {args.library!r}; valid: {', '.join(LIBRARIES)}")
+    run = train_run
+    if args.library == "sb3":  # no Ray of its own; it joins the cluster only for `--url handle`
+        from rl.sb3_train import train_run as run
+    if (args.library == "rllib" or args.url == "handle") and not ray.is_initialized():
         if args.url == "handle":  # join the cluster that runs the vlreward app
             ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
         else:  # a fresh cluster of our own, never someone else's `ray start`
@@ -217,7 +237,7 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
         for reward in args.reward:
-            rows += train_run(args, reward, seed, factory)
+            rows += run(args, reward, seed, factory)
             write_curves(rows, out / "curves.csv")  # after every run: a stopped experiment keeps what it measured
     print(summarize(rows))
     print(f"curves: {out / 'curves.csv'}, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")

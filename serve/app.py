@@ -12,7 +12,8 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from rewards import DEFAULT_MODEL
-from serve.deployments import Gateway, ModelServer
+from serve.api import ApiSettings
+from serve.deployments import Gateway, ModelIngress, ModelServer
 
 
 class ModelSpec(BaseModel):
@@ -22,11 +23,15 @@ class ModelSpec(BaseModel):
 
     model: str = Field(description="shipped model name, or a checkpoint directory under model_root")
     num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored with autoscaling_config)")
-    num_cpus: float = Field(1.0, ge=0)
+    num_cpus: float | None = Field(None, ge=0, description="CPUs per replica; unset: a share of the cluster's CPUs "
+                                   "so that every model is placed (at most 1)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share a card")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype of model calls")
     max_batch_frames: int = Field(4096, ge=1, description="frames per cross-request batch")
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch threads of a CPU replica; unset: Ray's default "
+                                      "(from num_cpus, usually 1)")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests once one "
+                                        "arrives; 0: it runs at once, and requests arriving meanwhile form the next")
     max_ongoing_requests: int = Field(64, ge=1, description="requests in flight per replica; ≥ requests per batch")
     max_queued_requests: int = Field(256, ge=-1, description="queued per caller beyond that, then 503; -1: no limit")
     autoscaling_config: dict | None = Field(None, description="Ray Serve autoscaling_config (min/max_replicas, ...)")
@@ -35,6 +40,14 @@ class ModelSpec(BaseModel):
     def key(self) -> str:
         """The name clients use: a shipped name, or a checkpoint directory's last component."""
         return self.model.rstrip("/").split("/")[-1]
+
+    @property
+    def start_replicas(self) -> int:
+        """Replicas placed at start: num_replicas, or autoscaling's initial (else min) replicas."""
+        if not self.autoscaling_config:
+            return self.num_replicas
+        initial = self.autoscaling_config.get("initial_replicas")
+        return int(initial if initial is not None else self.autoscaling_config.get("min_replicas", 1))
 
 
 class ServeArgs(BaseModel):
@@ -50,7 +63,15 @@ class ServeArgs(BaseModel):
     max_frames: int = Field(2048, ge=1)
     max_pixels_per_frame: int = Field(512 * 512, ge=1)
     goal_cache_size: int = Field(1024, ge=1)
-    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with 503 when a queue is full")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with every 503 (full queue, busy, not ready)")
+    body_read_timeout_s: float = Field(10.0, gt=0, description="408 when no part of a body arrives for this long")
+    max_concurrent_bodies: int = Field(64, ge=1, description="slow bodies received at once; beyond them 503")
+    ingress_max_ongoing_requests: int = Field(1024, ge=1, description="requests the ingress holds at once, stalled "
+                                              "uploads included (each costs a coroutine until it times out)")
+
+    ingress: Literal["gateway", "model"] = Field(
+        "gateway", description="gateway: a separate ingress deployment calls every model over a handle; model: the "
+        "first model's replicas are the ingress too, so its requests take no hop between actors")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -66,30 +87,103 @@ class ServeArgs(BaseModel):
         return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
 
 
+class PlacementError(ValueError):
+    """Raised at start when the cluster cannot place every requested model replica (instead of a silent hang)."""
+
+
+def replica_cpus(args: ServeArgs, cluster_cpus: float | None) -> dict[str, float]:
+    """CPUs each model's replicas ask for: a spec's own num_cpus, else an equal share of what the explicit requests
+    leave of `cluster_cpus` (at most 1, rounded down to 0.01) so that every model is placed; 1 when unknown.
+
+    A request only reserves a slot for Ray's scheduler; the replica's threads are not limited by it.
+    """
+    auto = [spec for spec in args.models if spec.num_cpus is None]
+    if cluster_cpus is None or not auto:
+        share = 1.0
+    else:
+        fixed = sum(spec.num_cpus * spec.start_replicas for spec in args.models if spec.num_cpus is not None)
+        share = min(1.0, int((cluster_cpus - fixed) / max(1, sum(spec.start_replicas for spec in auto)) * 100) / 100)
+    return {spec.key: spec.num_cpus if spec.num_cpus is not None else max(share, 0.0) for spec in args.models}
+
+
+def replica_threads(args: ServeArgs) -> dict[str, int]:
+    """Torch threads of each model's CPU replicas: a spec's own torch_threads, else 0 (Ray's default from the CPU
+    request, one thread): measured on 2 busy cores, two threads made a one-client request 5-7x slower (the OpenMP
+    threads wait on each other and on the event loop), while one thread leaves the other core to HTTP work."""
+    return {spec.key: spec.torch_threads or 0 for spec in args.models}
+
+
+def check_placement(args: ServeArgs, cpus: dict[str, float], available: dict, node_totals: list[dict]) -> None:
+    """PlacementError naming every model whose replicas do not fit `available` resources (placed in order) or whose
+    one replica asks for more than any node has; nothing is deployed then."""
+    left = {"CPU": available.get("CPU", 0.0), "GPU": available.get("GPU", 0.0)}
+    problems = []
+    for spec in args.models:
+        ask = {"CPU": cpus[spec.key], "GPU": spec.num_gpus}
+        if ask["CPU"] <= 0 and spec.num_cpus is None:
+            problems.append(f"{spec.key}: no CPU is left for it (set num_cpus, e.g. 0.1, or serve fewer models)")
+            continue
+        biggest = {r: max((node.get(r, 0.0) for node in node_totals), default=0.0) for r in ask}
+        too_big = [f"{ask[r]:g} {r}" for r in ask if ask[r] > biggest[r] + 1e-9]
+        if too_big:
+            problems.append(f"{spec.key}: one replica asks for {' and '.join(too_big)}, more than any node has "
+                            f"({biggest['CPU']:g} CPU, {biggest['GPU']:g} GPU)")
+            continue
+        need = {r: ask[r] * spec.start_replicas for r in ask}
+        short = [f"{need[r]:g} {r} ({spec.start_replicas} x {ask[r]:g})" for r in need if need[r] > left[r] + 1e-9]
+        if short:
+            problems.append(f"{spec.key}: needs {' and '.join(short)} but only {left['CPU']:g} CPU and "
+                            f"{left['GPU']:g} GPU are left")
+            continue
+        left = {r: left[r] - need[r] for r in left}
+    if problems:
+        raise PlacementError("cannot place every model on this cluster: " + "; ".join(problems)
+                             + ". Lower num_cpus/num_gpus or replicas in the config, or add resources.")
+
+
+def cluster_cpus() -> float | None:
+    """The CPUs of the Ray cluster this process is connected to, or None when it is not connected."""
+    import ray
+
+    return ray.cluster_resources().get("CPU") if ray.is_initialized() else None
+
+
 def build_app(args: dict | ServeArgs) -> Application:
     """The application (the entry point `serve run`/KubeRay call): with no token in `args`, the one in the
-    VLREWARD_API_TOKEN environment variable (a Kubernetes Secret cannot go in serveConfigV2)."""
+    VLREWARD_API_TOKEN environment variable (a Kubernetes Secret cannot go in serveConfigV2). Replicas without a
+    num_cpus share the connected cluster's CPUs so that every model is placed."""
+    return bind_app(args, cluster_cpus())
+
+
+def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
+    """build_app for a cluster of `cpus` CPUs (None: unknown, one CPU per replica)."""
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
     api_token = args.api_token or os.environ.get("VLREWARD_API_TOKEN") or None
     backpressure = BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s)
+    num_cpus, threads = replica_cpus(args, cpus), replica_threads(args)
     handles = {}
     for spec in args.models:
         scaling = ({"autoscaling_config": spec.autoscaling_config} if spec.autoscaling_config
                    else {"num_replicas": spec.num_replicas})
-        handles[spec.key] = ModelServer.options(
+        handles[spec.key] = dict(
             name=f"model-{spec.key}",
-            ray_actor_options={"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
+            ray_actor_options={"num_cpus": num_cpus[spec.key], "num_gpus": spec.num_gpus},
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
             backpressure_config=backpressure,
             user_config={"max_batch_frames": max(spec.max_batch_frames, args.max_frames),
-                         "batch_wait_timeout_s": spec.batch_wait_timeout_s},
+                         "batch_wait_timeout_s": spec.batch_wait_timeout_s, "torch_threads": threads[spec.key]},
             **scaling,
-        ).bind(spec.model, args.model_root, args.goal_cache_size, spec.precision)
-    settings = {"default_model": args.models[0].key, "api_token": api_token,
-                "max_body_bytes": args.max_body_bytes, "max_frames": args.max_frames,
-                "max_pixels_per_frame": args.max_pixels_per_frame}
-    return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure).bind(handles, settings)
+        ), (spec.model, args.model_root, args.goal_cache_size, spec.precision)
+    settings = ApiSettings.from_args(args, api_token).model_dump()
+    if args.ingress == "model":
+        (options, init_args), *others = handles.values()
+        options["max_ongoing_requests"] = max(options["max_ongoing_requests"], args.ingress_max_ongoing_requests)
+        bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in list(handles.items())[1:]}
+        return ModelIngress.options(**options).bind(*init_args, bound, settings)
+    bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in handles.items()}
+    return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure,
+                           max_ongoing_requests=args.ingress_max_ongoing_requests).bind(bound, settings)
 
 
 def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
@@ -106,11 +200,35 @@ def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
 
 
-def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> str:
-    """Run the application on a local (or the given) Ray cluster and return its URL."""
+def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+              num_cpus: int | None = None) -> str:
+    """Run the application on a local (or the given) Ray cluster and return its URL.
+
+    Every replica's resources are checked against what the cluster has free before anything is deployed: a model
+    that cannot be placed is a PlacementError here, not a /readyz that never answers.
+    """
+    import ray
     from ray import serve
 
-    init_ray(address)
+    init_ray(address, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus = replica_cpus(args, cluster_cpus())
+    check_placement(args, cpus, ray.available_resources(), nodes)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name="vlreward", route_prefix="/")
     return f"http://{host}:{port}"
+
+
+def stop_local(own_cluster: bool = True) -> None:
+    """Stop what run_local started. On a cluster this process started, tearing Ray down stops every replica and
+    their children at once (a Serve shutdown would first wait for each replica to drain); on a cluster it joined,
+    only this application is deleted."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    if not own_cluster:
+        from ray import serve
+
+        serve.delete("vlreward")
+    ray.shutdown()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import time
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,19 +48,77 @@ def raised(result):
     return result
 
 
-@serve.deployment(max_ongoing_requests=64, user_config={"max_batch_frames": 4096, "batch_wait_timeout_s": 0.01})
-class ModelServer:
-    """One reward model on one replica (GPU when the deployment asks for one)."""
+def trim_heap() -> bool:
+    """Hand freed heap memory back to the OS: after a burst of large bodies glibc keeps it in its arenas, and the
+    process stays gigabytes large while idle. False where there is no glibc."""
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+class HeapTrimmer:
+    """Calls trim_heap (off the event loop) when the last request in flight ends and more than `threshold_bytes`
+    came in since the last trim: memory comes back after a burst, and steady small traffic pays nothing."""
+
+    def __init__(self, threshold_bytes: int = 32 * 2**20):
+        self.threshold_bytes, self.in_flight, self.received, self.trims = threshold_bytes, 0, 0, 0
+
+    def begin(self, nbytes: int = 0) -> None:
+        self.in_flight += 1
+        self.received += nbytes
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.received > self.threshold_bytes:
+            self.received, self.trims = 0, self.trims + 1
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
+
+
+class TrimAfterBursts:
+    """ASGI middleware: counts body bytes and requests in flight for a HeapTrimmer."""
+
+    def __init__(self, app, trimmer: HeapTrimmer):
+        self.app, self.trimmer = app, trimmer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_receive():
+            message = await receive()
+            self.trimmer.received += len(message.get("body", b""))
+            return message
+
+        self.trimmer.begin()
+        try:
+            await self.app(scope, counting_receive, send)
+        finally:
+            self.trimmer.end()
+
+
+class ModelReplica:
+    """One reward model on one replica (GPU when the deployment asks for one).
+
+    Cross-request batching never waits for a batch to fill: with `batch_wait_timeout_s` 0 (the default) a request
+    that finds the model idle runs at once, and requests that arrive while a batch runs form the next one.
+    """
 
     def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str = "fp32"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
         self.autocast = torch.autocast(device, dtype=PRECISIONS[precision], enabled=precision != "fp32")
         model = load_model(model_name, device=device, model_root=model_root)
         self.metrics = ModelMetrics(model.name)
         self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
+        self.trimmer = HeapTrimmer()
 
     def reconfigure(self, config: dict) -> None:
-        """Retune cross-request batching (user_config) without restarting the replica."""
+        """Retune cross-request batching and, on CPU, the model's torch threads (user_config) without a restart.
+
+        torch_threads 0 keeps Ray's default (OMP_NUM_THREADS from the CPU request, usually 1 thread)."""
+        if self.device == "cpu" and config.get("torch_threads"):
+            torch.set_num_threads(int(config["torch_threads"]))
         for batched in (self._score_batch, self._step_batch):
             batched.set_max_batch_size(config["max_batch_frames"])
             batched.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
@@ -70,7 +131,11 @@ class ModelServer:
 
     async def score(self, frames: np.ndarray, goal: Goal) -> ScoreResponse:
         """Embed (and so validate) the goal per request, then join the cross-request batch."""
-        return raised(await self._score_batch((frames, self.service.embed_goal(goal))))
+        self.trimmer.begin(frames.nbytes)
+        try:
+            return raised(await self._score_batch((frames, self.service.embed_goal(goal))))
+        finally:
+            self.trimmer.end()
 
     async def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
                           states: Sequence[StepState | None]) -> tuple[list[float], list[StepState]]:
@@ -88,11 +153,11 @@ class ModelServer:
                                    "evaluation over REST needs a text-goal model (use `vlreward eval` for demo models)")
         return await asyncio.to_thread(evaluate, self.service.model, rows, "all", progress=False)
 
-    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
+    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.0, batch_size_fn=total_frames)
     async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[ScoreResponse]:
         return await asyncio.to_thread(self._timed, items, lambda batch: self.service.score_many(*zip(*batch)))
 
-    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, batch_size_fn=total_frames)
+    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.0, batch_size_fn=total_frames)
     async def _step_batch(self, items: list[tuple]) -> list[tuple]:
         return await asyncio.to_thread(self._timed, items, self.service.step_many)
 
@@ -105,6 +170,46 @@ class ModelServer:
         return results
 
 
+BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_threads": 0}
+ModelServer = serve.deployment(max_ongoing_requests=64, user_config=BATCHING)(ModelReplica)
+
+
+class LocalHandle:
+    """A model replica's own methods behind a deployment handle's face (`await handle.score.remote(...)`): the API
+    calls the model in its own process, without a hop, serialisation or a second queue."""
+
+    def __init__(self, replica: ModelReplica):
+        self._replica = replica
+
+    def __getattr__(self, method: str) -> SimpleNamespace:
+        return SimpleNamespace(remote=getattr(self._replica, method))
+
+
+@serve.deployment(max_ongoing_requests=1024, user_config=BATCHING)
+@serve.ingress()
+class ModelIngress(ModelReplica):
+    """The default model's replica is also the HTTP ingress (auth, limits, decoding): a request for it takes no hop
+    between actors; other models are reached through their ModelServer handles as from the Gateway."""
+
+    def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str,
+                 other_handles: dict, settings: dict):
+        from serve.api import ApiSettings, create_api
+        from serve.decoding import IsolatedDecoder
+
+        super().__init__(model_name, model_root, goal_cache_size, precision)
+        self.decoder = IsolatedDecoder(warm=True)
+        handles = {settings["default_model"]: LocalHandle(self), **other_handles}
+        self.api = create_api(handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)
+        self.api.add_middleware(TrimAfterBursts, trimmer=self.trimmer)
+
+    def __serve_build_asgi_app__(self):
+        return self.api
+
+    def __del__(self):
+        """Serve calls this on a graceful shutdown: stop the decoder children now, not when they notice."""
+        self.decoder.close()
+
+
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress()
 class Gateway:
@@ -114,7 +219,13 @@ class Gateway:
         from serve.api import ApiSettings, create_api
         from serve.decoding import IsolatedDecoder
 
-        self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics(), IsolatedDecoder(warm=True))
+        self.decoder = IsolatedDecoder(warm=True)
+        self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)
+        self.api.add_middleware(TrimAfterBursts, trimmer=HeapTrimmer())
 
     def __serve_build_asgi_app__(self):
         return self.api
+
+    def __del__(self):
+        """Serve calls this on a graceful shutdown: stop the decoder children now, not when they notice."""
+        self.decoder.close()

@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException
 
 from rewards.errors import ModelNotReadyError, OverloadedError, VLRewardError
-from serve.status import RETRY_LATER, status_of
+from serve.status import error_headers, status_of
+
+#: Ray's errors from a model handle call, as the vlreward error the client sees. They are translated where the
+#: call is awaited (`from_ray`), not by exception handlers: Serve replaces an ingress app's handlers for
+#: BackPressureError and DeploymentUnavailableError with its own plain-text 503.
+RAY_ERRORS: dict[type[Exception], Callable[[Exception], VLRewardError]] = {
+    BackPressureError: lambda error: OverloadedError(f"the model's queue is full: {error}"),
+    DeploymentUnavailableError: lambda error: ModelNotReadyError(f"the model is not available: {error}"),
+    ReplicaUnavailableError: lambda error: ModelNotReadyError("the model replica went away; retry"),
+    RayActorError: lambda error: ModelNotReadyError("the model replica went away; retry"),  # Serve replaces it
+}
+
+
+def from_ray(error: Exception) -> VLRewardError | None:
+    """The vlreward error that `error` stands for, by the most specific class in RAY_ERRORS; None for others."""
+    return next((RAY_ERRORS[cls](error) for cls in type(error).__mro__ if cls in RAY_ERRORS), None)
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as `{"error": {"code", "message"}}`; bad input never becomes a 500."""
+def install_error_handlers(app: FastAPI, retry_after_s: float = 1.0) -> None:
+    """Every error leaves as `{"error": {"code", "message"}}`; bad input never becomes a 500. Each 503 carries
+    `Retry-After: retry_after_s`."""
+
+    def answer(error: VLRewardError) -> JSONResponse:
+        status = status_of(error)
+        message = str(error.args[0]) if error.args else error.code
+        return error_response(status, error.code, message.splitlines()[-1][:500], error_headers(status, retry_after_s))
 
     @app.exception_handler(VLRewardError)
     async def vlreward_error(request: Request, error: VLRewardError):
-        status = status_of(error)
-        headers = {"Retry-After": "1"} if status in RETRY_LATER else None
-        message = str(error.args[0]) if error.args else error.code
-        return error_response(status, error.code, message.splitlines()[-1][:500], headers)
+        return answer(error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -35,10 +55,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
         """A bug, not bad input: still JSON, and the replica's log has the traceback."""
-        if isinstance(error, BackPressureError):  # a model's queue is full: tell the client when to come back
-            return await vlreward_error(request, OverloadedError(str(error)))
-        if isinstance(error, RayActorError):  # a replica died mid-request; Serve is replacing it
-            return await vlreward_error(request, ModelNotReadyError("the model replica went away; retry"))
         return error_response(500, "internal_error", f"{type(error).__name__} while serving {request.url.path}")
 
     @app.exception_handler(HTTPException)

@@ -11,6 +11,7 @@ class ScoreResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
     model: str
+    version: str = Field(description="digest of the model weights that computed this score (as in /v1/models)")
     num_frames: int
     values: list[float]
     rewards: list[float]

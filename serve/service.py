@@ -7,11 +7,25 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rewards import Goal, GoalEmbedding, InvalidTaskError, RewardModel, StepState, goal_digest, goal_kind
+from rewards import (Goal, GoalEmbedding, InvalidTaskError, RewardModel, StepState, VLRewardError, goal_digest,
+                     goal_kind)
 from rewards.base import StreamingRewardModel
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 
 StepItem = tuple[np.ndarray, Sequence[Goal], Sequence[StepState | None]]  # frames [B, H, W, 3], B goals, B states
+PROBE_GOALS = {"text": "probe", "image": np.zeros((64, 64, 3), np.uint8), "demo": np.zeros((2, 64, 64, 3), np.uint8)}
+
+
+def streams(model: RewardModel) -> bool:
+    """Whether `model` really scores step by step: it has `score_steps` and one step on blank frames succeeds (an
+    ORCA-family model with a non-streaming matcher has the method but refuses every call)."""
+    if not isinstance(model, StreamingRewardModel):
+        return False
+    try:
+        model.score_steps(np.zeros((1, 64, 64, 3), np.uint8), [PROBE_GOALS[model.goal_kinds[0]]], [None])
+    except VLRewardError:
+        return False
+    return True
 
 
 class RewardService:
@@ -24,10 +38,11 @@ class RewardService:
         self.on_goal_lookup = on_goal_lookup  # called with True on a cache hit (metrics)
         self._goal_cache: OrderedDict[str, GoalEmbedding] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
+        self.streams = streams(model)
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.model.name, kind=type(self.model).__name__, goal_kinds=list(self.model.goal_kinds),
-                         version=self.model.version, streams=isinstance(self.model, StreamingRewardModel))
+                         version=self.model.version, streams=self.streams)
 
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         """The model's embedding of `goal`, from the cache when this goal was seen before."""
@@ -59,14 +74,15 @@ class RewardService:
         """Score several trajectories in one model call (the cross-request batch)."""
         scores = self.model.score_batch(trajectories, [self.embed_goal(goal) for goal in goals])
         return [
-            ScoreResponse(model=self.model.name, num_frames=len(score.values), values=score.values.tolist(),
+            ScoreResponse(model=self.model.name, version=self.model.version, num_frames=len(score.values),
+                          values=score.values.tolist(),
                           rewards=score.rewards.tolist(), episode_return=score.episode_return)
             for score in scores
         ]
 
     def step_many(self, items: Sequence[StepItem]) -> list[tuple[np.ndarray, list[StepState]]]:
         """Advance the streams of several requests in one model call; each gets its rewards [B] and states back."""
-        if not isinstance(self.model, StreamingRewardModel):
+        if not self.streams:
             raise InvalidTaskError(f"model {self.model.name} does not score step by step; use /v1/score")
         frames = np.concatenate([item[0] for item in items])
         goals = [self.embed_goal(goal) for item in items for goal in item[1]]

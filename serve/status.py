@@ -6,6 +6,8 @@ code-to-error lookup all read it.
 
 from __future__ import annotations
 
+import math
+
 from rewards.errors import (
     InvalidCheckpointError,
     InvalidStateError,
@@ -40,3 +42,13 @@ RETRY_LATER = frozenset({503})  # statuses that carry Retry-After
 def status_of(error: VLRewardError) -> int:
     """The status of the most specific mapped class (Ray wraps remote errors in subclasses)."""
     return next(ERROR_STATUS[cls] for cls in type(error).__mro__ if cls in ERROR_STATUS)
+
+
+def retry_after(seconds: float) -> str:
+    """The Retry-After value for `seconds`: whole seconds, rounded up (as Ray Serve's own 503s)."""
+    return str(max(0, math.ceil(seconds)))
+
+
+def error_headers(status: int, retry_after_s: float) -> dict[str, str] | None:
+    """The headers an error answer at `status` carries: Retry-After on the statuses in RETRY_LATER."""
+    return {"Retry-After": retry_after(retry_after_s)} if status in RETRY_LATER else None

@@ -8,7 +8,20 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
-SERVE_PORT = int(os.environ.get("VLREWARD_TEST_PORT", "8123"))
+# Serve's proxy binds with SO_REUSEPORT by default: two test sessions on one port would silently share each other's
+# connections (requests answered by the other session's apps). Each session takes a free port, and never shares it.
+os.environ.setdefault("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SERVE_PORT = int(os.environ.get("VLREWARD_TEST_PORT") or _free_port())
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +49,29 @@ def service_url(ray_cluster):
     serve.shutdown()
 
 
+def wait_for_route(url: str, timeout_s: float = 120) -> None:
+    """Wait until Serve's proxy routes `url` to its app: serve.run returns once the app runs, and on a loaded machine
+    the proxy learns the new route prefix seconds later (until then the app at / answers 404)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not routed within {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def served_route():
+    return wait_for_route
+
+
 @pytest.fixture(scope="session")
 def tight(service_url):
     """A second app on the same Serve with small limits and a one-slot queue, for edges and backpressure."""
@@ -46,10 +82,13 @@ def tight(service_url):
     from serve.app import ModelSpec, ServeArgs, build_app
 
     spec = ModelSpec(model="babyai-liv", num_cpus=0, max_ongoing_requests=1, max_queued_requests=1)
-    args = ServeArgs(models=[spec], max_frames=256, max_pixels_per_frame=64 * 64, max_body_bytes=4 * 2**20)
+    args = ServeArgs(models=[spec], max_frames=256, max_pixels_per_frame=64 * 64, max_body_bytes=4 * 2**20,
+                     retry_after_s=3, body_read_timeout_s=2, max_concurrent_bodies=8)
     serve.run(build_app(args), name="vlreward-tight", route_prefix="/tight")
-    yield SimpleNamespace(url=f"{service_url}/tight", **args.model_dump(include={"max_frames", "max_pixels_per_frame",
-                                                                                  "max_body_bytes"}))
+    wait_for_route(f"{service_url}/tight")
+    yield SimpleNamespace(url=f"{service_url}/tight", **args.model_dump(include={
+        "max_frames", "max_pixels_per_frame", "max_body_bytes", "retry_after_s", "body_read_timeout_s",
+        "max_concurrent_bodies"}))
     serve.delete("vlreward-tight")
 
 

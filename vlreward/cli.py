@@ -48,28 +48,37 @@ def cmd_serve(ns):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # embedded single-node Ray; a deployed cluster keeps auth
     import signal
 
-    import ray
-    from ray import serve
-
-    from serve.app import ServeArgs, run_local
+    from serve.app import ServeArgs, run_local, stop_local
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN")}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
-    url = run_local(args, ns.host, ns.port, ns.address)
-    print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
+    if ns.ingress or "ingress" not in args.model_fields_set:  # locally the first model is the ingress by default
+        args = args.model_copy(update={"ingress": ns.ingress or "model"})
+    stopping = False
 
     def stop(*_):
-        serve.shutdown()
-        ray.shutdown()
+        """SIGTERM, SIGINT (also when a shell started us in the background with SIGINT ignored) and Ctrl-C."""
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_local(own_cluster=ns.address is None)
         sys.exit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     try:
+        url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus)
+    except BaseException:  # a model that cannot be placed, Ray failing to start: leave nothing running
+        stop_local(own_cluster=ns.address is None)
+        raise
+    print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
+    while True:
         signal.pause()
-    except KeyboardInterrupt:
-        stop()
 
 
 def read_frames(path: str):
@@ -168,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
+    serve.add_argument("--ingress", choices=["model", "gateway"], default=None,
+                       help="model (default here): the first model's replica answers HTTP, no hop for it; gateway: a "
+                       "separate ingress deployment, as on a cluster (deploy/serve_config.yaml)")
+    serve.add_argument("--num-cpus", type=int, default=None,
+                       help="CPUs of the local Ray (default: all); model replicas' CPU requests are sized to fit them")
     serve.set_defaults(run=cmd_serve)
 
     score = commands.add_parser("score", help="print the per-frame rewards of a video")
@@ -186,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--api-token", default=os.environ.get("VLREWARD_API_TOKEN"), help="bearer token")
     models.set_defaults(run=cmd_models)
 
-    rl = commands.add_parser("rl", help="train PPO (RLlib) with rewards from a critic")
+    rl = commands.add_parser("rl", help="train PPO (RLlib or Stable-Baselines3) with rewards from a critic")
     add_dataclass_arguments(rl, RLArgs)
     rl.set_defaults(run=cmd_rl)
     return parser

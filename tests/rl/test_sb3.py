@@ -158,3 +158,47 @@ def test_bad_setups_raise(remote):
     envs = VecVLReward(DummyVecEnv(env_fns(2)), remote, relabel="rollout")
     with pytest.raises(ValueError, match="norm_reward"):
         PPO("MlpPolicy", VecNormalize(envs), n_steps=8, batch_size=8).learn(16, callback=envs.relabel_callback())
+
+
+def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path):
+    """`train(Args(library="sb3"))`: SB3 PPO runs of sparse and dense (relabelled per rollout, in-process critic)
+    write the same curves.csv and curves.png as the RLlib runs."""
+    import csv
+
+    from rl.train import CURVE_FIELDS, Args, train
+
+    args = Args(library="sb3", tasks=["GoToRedBall"], reward=["sparse", "dense"], model="babyai-liv", url="",
+                steps=512, num_envs=4, train_batch_size=256, max_episode_steps=16, out=str(tmp_path))
+    rows = train(args)
+    with open(tmp_path / "curves.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CURVE_FIELDS
+        written = list(reader)
+    assert len(written) == len(rows) == 4 and [r["reward"] for r in written] == ["sparse"] * 2 + ["dense"] * 2
+    for reward in ("sparse", "dense"):
+        run = [row for row in rows if row["reward"] == reward]
+        assert [row["env_steps"] for row in run] == [256, 512] and [row["iteration"] for row in run] == [1, 2]
+        assert all(0.0 <= row["success_rate"] <= 1.0 and row["time_s"] > 0 for row in run)  # 16-step episodes end
+        assert all(np.isfinite(row["train_return_mean"]) for row in run)
+    sparse, dense = rows[:2], rows[2:]
+    assert all(row["frames"] == 0 and row["reward_s"] == 0 for row in sparse)  # no model, no frames sent
+    assert all(row["frames"] >= 256 and row["frame_mb"] > 0 for row in dense)  # every step's frame + resets
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_vlreward_rl_has_the_library_flag():
+    from vlreward.cli import build_parser
+
+    rl = build_parser()._subparsers._group_actions[0].choices["rl"]
+    assert "--library {rllib,sb3}" in rl.format_help() and "--relabel {rollout,step}" in rl.format_help()
+
+
+def test_sb3_runs_refuse_normalize_before_loading_a_model():
+    from rl.sb3_train import train_run
+    from rl.train import Args
+
+    def no_model():
+        raise AssertionError("the model must not load")
+
+    with pytest.raises(ValueError, match="--normalize"):
+        train_run(Args(library="sb3", normalize=True), "dense", 0, no_model)

@@ -284,3 +284,16 @@ def test_frames_unlike_the_critics_warn_once(streaming_model, liv):
         env.reset(seed=0)
         env.step(2)
     assert not [w for w in caught if "critic computes" in str(w.message)]
+
+
+def test_potential_signal_is_discounted_value_difference():
+    from rewards.base import Score
+    from rl.mix import RewardMix
+
+    values = np.array([0.1, 0.4, 0.9, 0.9])
+    score = Score(values=values, rewards=np.r_[0.0, np.diff(values)])
+    dense = RewardMix(signal="potential", gamma=0.9).dense(score)
+    np.testing.assert_allclose(dense, 0.9 * values[1:] - values[:-1])
+    discounted = sum(0.9 ** t * r for t, r in enumerate(dense))
+    assert discounted == pytest.approx(0.9 ** 3 * values[-1] - values[0])  # telescopes: the policy's optimum stays
+    assert dense[-1] < 0  # hovering at the goal's value costs (1 - gamma) * V a step

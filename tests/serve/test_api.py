@@ -38,7 +38,7 @@ def test_scores_a_real_mp4_like_the_local_model(http, babyai_videos):
     response = http.post("/v1/score", files={"video": (path.name, path.read_bytes())}, data={"task": episode.mission})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"model", "num_frames", "values", "rewards", "return"}
+    assert set(body) == {"model", "version", "num_frames", "values", "rewards", "return"}
     assert body["model"] == "babyai-liv" and body["num_frames"] == len(episode.frames)  # the service's first model
     assert len(body["values"]) == len(body["rewards"]) == body["num_frames"] and body["rewards"][0] == 0
     assert body["return"] == pytest.approx(sum(body["rewards"]), abs=1e-5)
@@ -151,6 +151,42 @@ def test_bad_input_gets_4xx_json_and_service_keeps_serving(http, random_frames, 
     assert post_npy(http, random_frames).status_code == 200
 
 
+def post_raw_npy(http, frames, **params):
+    return http.post("/v1/score", content=npy_bytes(frames), params={"task": "go to the red ball", **params},
+                     headers={"Content-Type": "application/x-npy"})
+
+
+def test_raw_npy_body_with_query_options_scores_like_multipart(http, babyai_videos):
+    frames = babyai_videos["success"][0][1].frames
+    raw = post_raw_npy(http, frames, stride="2", max_frames="3", model="babyai-liv")
+    assert raw.status_code == 200, raw.text
+    multipart = post_npy(http, frames, stride="2", max_frames="3").json()
+    assert raw.json()["num_frames"] == multipart["num_frames"] == min(3, len(frames[::2]))
+    np.testing.assert_allclose(raw.json()["values"], multipart["values"], atol=1e-6)
+    # the query string also carries options of a multipart request, but one option may come from one place only
+    assert http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(frames))},
+                     params={"task": "go to the red ball"}).json()["values"] == pytest.approx(
+        post_npy(http, frames).json()["values"], abs=1e-6)
+    twice = http.post("/v1/score", files={"frames": ("f.npy", npy_bytes(frames))}, data={"task": "a"},
+                      params={"task": "b"})
+    assert twice.status_code == 422 and "both in the query string and in the form" in twice.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("content, params, status, code", [
+    (b"not an npy", {"task": "go"}, 422, "invalid_video"),
+    (b"", {"task": "go"}, 422, "invalid_video"),
+    (npy_bytes(np.zeros((2, 8, 8, 3), np.uint8)), {}, 422, "invalid_task"),
+    (npy_bytes(np.zeros((2, 8, 8, 3), np.uint8)), {"task": "go", "model": "nope"}, 404, "unknown_model"),
+    (npy_bytes(np.zeros((2, 8, 8, 3), np.uint8)), {"task": "go", "stride": "0"}, 422, "invalid_request"),
+    (npy_bytes(np.zeros((2, 8, 8), np.uint8)), {"task": "go"}, 422, "invalid_video"),
+    (npy_bytes(np.zeros((600, 8, 8, 3), np.uint8)), {"task": "go"}, 413, "payload_too_large"),
+])
+def test_bad_raw_bodies_get_4xx_json(http, content, params, status, code):
+    response = http.post("/v1/score", content=content, params=params, headers={"Content-Type": "application/x-npy"})
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
 def test_oversized_body_is_refused_before_parsing(service_url):
     """Declare 65 MiB and send none of it: the answer must come from the headers alone."""
     host, port = service_url.removeprefix("http://").split(":")
@@ -169,7 +205,11 @@ def test_oversized_body_is_refused_before_parsing(service_url):
 
 def test_openapi_docs_and_web_page(http):
     paths = http.get("/openapi.json").json()["paths"]
-    assert {"/v1/score", "/v1/score/batch", "/v1/score/step", "/v1/models", "/v1/embed"} <= set(paths)
+    assert {"/v1/score", "/v1/score/batch", "/v1/score/step", "/v1/models", "/v1/embed", "/v1/eval"} <= set(paths)
+    score = paths["/v1/score"]["post"]
+    assert set(score["requestBody"]["content"]) == {"multipart/form-data", "application/x-npy"}
+    assert {p["name"] for p in score["parameters"] if p["in"] == "query"} == {"task", "model", "max_frames", "stride"}
+    assert {"401", "404", "408", "413", "422", "503"} <= set(score["responses"])
     assert http.get("/docs").status_code == 200
     assert "<form" in http.get("/").text
 
@@ -204,3 +244,37 @@ def test_the_default_critic_serves_scores_and_streams_like_the_local_model(servi
         reward, state = remote.score_step(frame, episode.mission, state)
         streamed.append(reward)
     np.testing.assert_allclose(streamed, served.rewards, atol=1e-4)
+
+
+def test_readyz_names_a_model_that_cannot_be_placed_within_bounded_time(service_url):
+    """A model whose replica never starts (it asks for more CPUs than the cluster has): /readyz answers 503 in
+    about `ready_timeout_s` and names it, instead of hanging."""
+    import time
+
+    from ray import serve
+    from ray.serve.api import _run
+
+    from serve.app import ModelSpec, ServeArgs, build_app
+
+    args = ServeArgs(models=[ModelSpec(model="babyai-orca", num_cpus=64)], retry_after_s=2)
+    _run(build_app(args), _blocking=False, name="vlreward-unplaced", route_prefix="/unplaced")
+    try:
+        url = f"{service_url}/unplaced"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the ingress starts (Serve routes /unplaced to it); the model never does
+            try:
+                if httpx.get(f"{url}/healthz", timeout=30).status_code == 200:
+                    start = time.monotonic()
+                    response = httpx.get(f"{url}/readyz", timeout=60)
+                    elapsed = time.monotonic() - start
+                    if response.status_code != 404:  # 404: the main app's, before the route reached the proxy
+                        break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert response.status_code == 503, response.text
+        assert response.json()["not_ready"] == ["babyai-orca"] and "babyai-orca" in response.json()["error"]["message"]
+        assert response.json()["error"]["code"] == "model_not_ready" and response.headers["retry-after"] == "2"
+        assert 4 < elapsed < 10  # the 5 s wait for each model (in parallel), then the answer
+    finally:
+        serve.delete("vlreward-unplaced")  # and wait, so the next tests see only their own processes

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydantic
 import pytest
 import torch
 
 import rewards
-from serve.app import ModelSpec, ServeArgs, build_app
+from serve.app import ModelSpec, ServeArgs, bind_app, build_app
 
 
 def test_yaml_config_mixes_names_and_full_specs_and_flags_override_it(tmp_path):
@@ -19,7 +21,42 @@ def test_yaml_config_mixes_names_and_full_specs_and_flags_override_it(tmp_path):
     assert [spec.key for spec in args.models] == ["babyai-liv", "babyai-orca"]
     assert args.models[1] == ModelSpec(model="babyai-orca", num_replicas=2, precision="bf16")
     assert args.max_frames == 100 and args.api_token == "from-flag"
-    assert build_app(args) is not None  # binds the graph without starting Ray
+    gateway = bind_app(args, 2)._bound_deployment  # binds the graph without starting Ray
+    handles, settings = gateway.init_args
+    assert gateway.name == "Gateway" and list(handles) == ["babyai-liv", "babyai-orca"]
+    assert handles["babyai-orca"]._bound_deployment.name == "model-babyai-orca"
+    assert handles["babyai-orca"]._bound_deployment.num_replicas == 2
+    assert settings["default_model"] == "babyai-liv" and settings["max_frames"] == 100
+    assert settings["api_token"] == "from-flag"
+
+
+def test_the_ingress_settings_come_from_serve_args():
+    """Every ApiSettings field that ServeArgs has is taken from it; the ingress holds ingress_max_ongoing_requests."""
+    from serve.api import ApiSettings
+
+    args = ServeArgs(models=["babyai-orca", "babyai-liv"], max_body_bytes=1000, max_frames=7, max_pixels_per_frame=99,
+                     retry_after_s=4.5, body_read_timeout_s=3, max_concurrent_bodies=9, ingress_max_ongoing_requests=77)
+    settings = ApiSettings.from_args(args)
+    assert settings == ApiSettings(default_model="babyai-orca", max_body_bytes=1000, max_frames=7,
+                                   max_pixels_per_frame=99, retry_after_s=4.5, body_read_timeout_s=3,
+                                   max_concurrent_bodies=9)
+    assert ApiSettings.from_args(args, api_token="env").api_token == "env"
+    assert ApiSettings.from_args(args.model_copy(update={"api_token": "arg"}), api_token="env").api_token == "arg"
+    gateway = bind_app(args, 2)._bound_deployment
+    assert gateway.init_args[1] == settings.model_dump()
+    assert gateway._deployment_config.max_ongoing_requests == 77
+
+
+def test_the_http_client_imports_without_ray_or_fastapi():
+    """serve/client.py is what RL code and users import: it must not drag in Ray or the web framework."""
+    import subprocess
+    import sys
+
+    code = "import sys, serve.client; print(sorted(m for m in ('ray', 'fastapi', 'starlette') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 @pytest.mark.parametrize("text, problem", [

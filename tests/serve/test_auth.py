@@ -10,12 +10,13 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def secure_url(service_url):
+def secure_url(service_url, served_route):
     from ray import serve
 
     from serve.app import ServeArgs, build_app
 
     serve.run(build_app(ServeArgs(api_token=TOKEN)), name="vlreward-secure", route_prefix="/secure")
+    served_route(f"{service_url}/secure")  # /healthz is open without the token
     yield f"{service_url}/secure"
     serve.delete("vlreward-secure")
 

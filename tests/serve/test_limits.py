@@ -3,6 +3,10 @@ on a second live app with small limits and a one-slot queue (`tight`)."""
 
 from __future__ import annotations
 
+import os
+import selectors
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -84,7 +88,9 @@ def test_full_queue_answers_503_with_retry_after_and_admitted_requests_finish(ti
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses, statuses
     refused = [r for r in responses if r.status_code == 503]
-    assert all(r.headers.get("retry-after") and r.elapsed.total_seconds() < 5 for r in refused)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in refused)
+    # Retry-After is the configured retry_after_s (3 s in `tight`), not a fixed 1
+    assert all(r.headers.get("retry-after") == "3" and r.elapsed.total_seconds() < 5 for r in refused)
     expected = next(r for r in responses if r.status_code == 200).json()["values"]
     assert all(r.json()["values"] == pytest.approx(expected, abs=1e-5) for r in responses if r.status_code == 200)
 
@@ -105,3 +111,76 @@ def test_client_fails_fast_on_4xx(tight):
     with pytest.raises(Exception, match="413"):  # 5 retries at 5 s would take minutes: fail-fast does not retry
         client.score(frames_of(tight.max_frames + 1), TASK)
 
+
+
+def stalled_connections(url: str, count: int, body: bool) -> list[socket.socket]:
+    """`count` connections that send a request's headers and the first part of a multipart body (or, without
+    `body`, only half of the headers) and then send nothing more."""
+    host_port, _, prefix = url.removeprefix("http://").partition("/")
+    host, port = host_port.split(":")
+    headers = (f"POST /{prefix}/v1/score HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+               "Content-Type: multipart/form-data; boundary=xyz\r\n\r\n")
+    first_part = '--xyz\r\nContent-Disposition: form-data; name="frames"; filename="f.npy"\r\n\r\n\x93NUMPY'
+    data = (headers + first_part if body else headers[: len(headers) // 2]).encode("latin-1")
+    connections = []
+    for _ in range(count):
+        connection = socket.create_connection((host, int(port)), timeout=10)
+        connection.sendall(data)
+        connections.append(connection)
+    return connections
+
+
+def answers(connections: list[socket.socket], deadline_s: float) -> list[tuple[bytes, float]]:
+    """What each connection received until it closed or answered a whole JSON error body, or until the deadline,
+    and when its first byte came (monotonic seconds; inf for none)."""
+    received = {connection: b"" for connection in connections}
+    first = {connection: float("inf") for connection in connections}
+    with selectors.DefaultSelector() as selector:
+        for connection in connections:
+            connection.setblocking(False)
+            selector.register(connection, selectors.EVENT_READ)
+        end = time.monotonic() + deadline_s
+        while selector.get_map() and time.monotonic() < end:
+            for key, _ in selector.select(timeout=max(0.0, end - time.monotonic())):
+                chunk = key.fileobj.recv(65536)
+                first[key.fileobj] = min(first[key.fileobj], time.monotonic())
+                received[key.fileobj] += chunk
+                if not chunk or received[key.fileobj].endswith(b"}}"):
+                    selector.unregister(key.fileobj)
+    return [(received[connection], first[connection]) for connection in connections]
+
+
+def test_slowloris_costs_only_the_slow_clients(tight):
+    """300 uploads that stall mid-body and 100 connections that stall mid-headers: a normal request still answers
+    in < 2 s; each stalled body is answered 408 after `body_read_timeout_s` (at most `max_concurrent_bodies` of
+    them wait that long) or at once 503 + Retry-After; stalled headers hold only a socket in Serve's proxy."""
+    stalled_bodies = stalled_connections(tight.url, 300, body=True)
+    stalled_headers = stalled_connections(tight.url, 100, body=False)
+    try:
+        time.sleep(1.0)  # every stalled body is inside the ingress by now, waiting for its next part
+        # the target (< 2 s) holds on this machine when idle; when other work saturates it, allow more time
+        limit_s = 2 if os.getloadavg()[0] <= 2 * os.cpu_count() else 10
+        for _ in range(3):
+            start = time.monotonic()
+            response = post(tight.url, frames_of(8))
+            assert response.status_code == 200 and time.monotonic() - start < limit_s, (response.text,
+                                                                                        time.monotonic() - start)
+        replies = answers(stalled_bodies, deadline_s=tight.body_read_timeout_s + 20)
+        statuses = [reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else reply[:40] for reply, _ in replies]
+        assert set(statuses) <= {b"408", b"503"}, {status for status in statuses if status not in (b"408", b"503")}
+        timed_out = [(reply, at) for reply, at in replies if reply.startswith(b"HTTP/1.1 408")]
+        refused = [reply for reply, _ in replies if reply.startswith(b"HTTP/1.1 503")]
+        assert timed_out and len(refused) >= 300 - 3 * tight.max_concurrent_bodies, (len(timed_out), len(refused))
+        assert all(b'"request_timeout"' in reply for reply, _ in timed_out)
+        assert all(b'"overloaded"' in reply and b"retry-after: 3\r\n" in reply.lower() for reply in refused)
+        # a body answered 408 held its slow-body place for the last (timeout - 0.5 s grace) before its answer:
+        # no more than max_concurrent_bodies of those spans may overlap (0.3 s spared for the clock of this loop)
+        ends = sorted(at for _, at in timed_out)
+        held = tight.body_read_timeout_s - 0.5 - 0.3
+        assert max(sum(1 for other in ends if end - held < other <= end) for end in ends) <= tight.max_concurrent_bodies
+        # the stalled headers never reached the ingress: no answer, and the service still serves
+        assert [reply for reply, _ in answers(stalled_headers, deadline_s=0.5)] == [b""] * 100
+        assert post(tight.url, frames_of(8)).status_code == 200
+    finally:
+        for connection in stalled_bodies + stalled_headers:
+            connection.close()
