@@ -188,3 +188,12 @@ def test_generate_train_and_eval_from_the_command_line(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads((report / "report.json").read_text())["videos"] == 8
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.glob("*.png")) and any(report.glob("*.png"))
+
+
+def test_score_piped_into_a_reader_that_is_gone_exits_quietly(babyai_videos):
+    """`vlreward score ... | head`: the reader may close before the rewards are printed (here `true` exits before
+    Python has started), and the CLI must stop without a traceback."""
+    path, episode = babyai_videos["success"][0]
+    command = f"{sys.executable} -m vlreward.cli score {path} --task '{episode.mission}' --model babyai-liv | true"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         ns.run(ns)
     except (VLRewardError, ValueError, FileNotFoundError) as error:  # user errors: one clear line, no traceback
         sys.exit(f"vlreward {ns.command}: error: {error}")
+    except BrokenPipeError:  # the reader went away (`vlreward score ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        sys.exit(1)
 
 
 if __name__ == "__main__":
