@@ -112,7 +112,7 @@ def stage_times(args: Args, body: bytes, headers: dict, frames) -> dict[str, flo
 
     data = asyncio.run(parse())
     service = RewardService(rewards.load_model(args.model))
-    response = service.score_many([frames], ["go to the red ball"])[0]
+    response = ScoreResponse.of(service.model, service.score_many([frames], ["go to the red ball"])[0])
 
     @ray.remote(num_cpus=0)
     class Echo:

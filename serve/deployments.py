@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from rewards import Goal, InvalidTaskError, StepState, VLRewardError, load_model
+from rewards import Goal, InvalidTaskError, Score, StepState, VLRewardError, load_model
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 from serve.service import RewardService
@@ -133,7 +133,8 @@ class ModelReplica:
         """Embed (and so validate) the goal per request, then join the cross-request batch."""
         self.trimmer.begin(frames.nbytes)
         try:
-            return raised(await self._score_batch((frames, self.service.embed_goal(goal))))
+            score = raised(await self._score_batch((frames, self.service.embed_goal(goal))))
+            return ScoreResponse.of(self.service.model, score)
         finally:
             self.trimmer.end()
 
@@ -154,7 +155,7 @@ class ModelReplica:
         return await asyncio.to_thread(evaluate, self.service.model, rows, "all", progress=False)
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.0, batch_size_fn=total_frames)
-    async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[ScoreResponse]:
+    async def _score_batch(self, items: list[tuple[np.ndarray, Goal]]) -> list[Score]:
         return await asyncio.to_thread(self._timed, items, lambda batch: self.service.score_many(*zip(*batch)))
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.0, batch_size_fn=total_frames)

@@ -17,6 +17,12 @@ class ScoreResponse(BaseModel):
     rewards: list[float]
     episode_return: float = Field(alias="return", description="sum of rewards")
 
+    @classmethod
+    def of(cls, model, score) -> "ScoreResponse":
+        """The wire form of a `Score` that `model` (a RewardModel: its name and weights version) computed."""
+        return cls(model=model.name, version=model.version, num_frames=len(score.values),
+                   values=score.values.tolist(), rewards=score.rewards.tolist(), episode_return=score.episode_return)
+
 
 class BatchScoreResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())

@@ -7,10 +7,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rewards import (Goal, GoalEmbedding, InvalidTaskError, RewardModel, StepState, VLRewardError, goal_digest,
+from rewards import (Goal, GoalEmbedding, InvalidTaskError, RewardModel, Score, StepState, VLRewardError, goal_digest,
                      goal_kind)
 from rewards.base import StreamingRewardModel
-from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
+from serve.schemas import EmbedResponse, ModelInfo
 
 StepItem = tuple[np.ndarray, Sequence[Goal], Sequence[StepState | None]]  # frames [B, H, W, 3], B goals, B states
 PROBE_GOALS = {"text": "probe", "image": np.zeros((64, 64, 3), np.uint8), "demo": np.zeros((2, 64, 64, 3), np.uint8)}
@@ -70,15 +70,9 @@ class RewardService:
         return EmbedResponse(model=self.model.name, kind=embedding.kind, digest=embedding.digest,
                              vector=embedding.vector.tolist())
 
-    def score_many(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[ScoreResponse]:
-        """Score several trajectories in one model call (the cross-request batch)."""
-        scores = self.model.score_batch(trajectories, [self.embed_goal(goal) for goal in goals])
-        return [
-            ScoreResponse(model=self.model.name, version=self.model.version, num_frames=len(score.values),
-                          values=score.values.tolist(),
-                          rewards=score.rewards.tolist(), episode_return=score.episode_return)
-            for score in scores
-        ]
+    def score_many(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
+        """Score several trajectories in one model call (the cross-request batch); the edge encodes the answers."""
+        return self.model.score_batch(trajectories, [self.embed_goal(goal) for goal in goals])
 
     def step_many(self, items: Sequence[StepItem]) -> list[tuple[np.ndarray, list[StepState]]]:
         """Advance the streams of several requests in one model call; each gets its rewards [B] and states back."""

@@ -12,6 +12,7 @@ import pytest
 import rewards
 from rewards import GoalEmbedding, InvalidTaskError
 from rewards.orca.reward import ORCAReward
+from rewards.base import Score
 from serve.schemas import ScoreResponse
 from serve.service import RewardService
 
@@ -53,24 +54,28 @@ def test_an_orca_matcher_that_refuses_to_stream_is_not_reported_as_streaming(orc
         service = RewardService(model)
         assert not service.info().streams, matcher
         demo = frames(4, 1)
-        assert service.score_many([frames(5)], [demo])[0].num_frames == 5  # it still scores whole trajectories
+        assert len(service.score_many([frames(5)], [demo])[0].values) == 5  # it still scores whole trajectories
         with pytest.raises(InvalidTaskError, match="does not score step by step"):
             service.step_many([(frames(1), [demo], [None])])
 
 
-def test_score_many_answers_each_trajectory_with_its_own_score_and_the_model_version(liv):
+def test_score_many_answers_each_trajectory_with_its_own_score(liv):
     service = RewardService(liv)
     trajectories, goals = [frames(3, 1), frames(7, 2)], [TASK, "pick up the blue key"]
-    responses = service.score_many(trajectories, goals)
-    assert all(isinstance(r, ScoreResponse) and r.version == liv.version and r.model == "babyai-liv"
-               for r in responses)
-    for response, trajectory, goal in zip(responses, trajectories, goals):
+    scores = service.score_many(trajectories, goals)
+    for score, trajectory, goal in zip(scores, trajectories, goals):
         expected = liv.score(trajectory, goal)
-        assert response.num_frames == len(trajectory)
-        np.testing.assert_allclose(response.values, expected.values, atol=1e-5)
-        np.testing.assert_allclose(response.rewards, expected.rewards, atol=1e-5)
-        assert response.episode_return == pytest.approx(float(expected.rewards.sum()), abs=1e-4)
-    assert "version" in responses[0].model_dump(by_alias=True) and "return" in responses[0].model_dump(by_alias=True)
+        assert isinstance(score, Score) and len(score.values) == len(trajectory)
+        np.testing.assert_allclose(score.values, expected.values, atol=1e-5)
+        np.testing.assert_allclose(score.rewards, expected.rewards, atol=1e-5)
+
+
+def test_the_wire_form_of_a_score_names_the_model_and_its_weights(liv):
+    score = RewardService(liv).score_many([frames(4, 1)], [TASK])[0]
+    response = ScoreResponse.of(liv, score)
+    assert (response.model, response.version, response.num_frames) == ("babyai-liv", liv.version, 4)
+    assert response.episode_return == pytest.approx(float(score.rewards.sum()), abs=1e-4)
+    assert {"version", "return"} <= set(response.model_dump(by_alias=True))
 
 
 def test_goals_are_embedded_once_and_the_cache_is_bounded_lru(liv):
