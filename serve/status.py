@@ -8,32 +8,21 @@ from __future__ import annotations
 
 import math
 
-from rewards.errors import (
-    InvalidCheckpointError,
-    InvalidStateError,
-    InvalidTaskError,
-    InvalidVideoError,
-    ModelNotReadyError,
-    OverloadedError,
-    PayloadTooLargeError,
-    RequestTimeoutError,
-    UnauthorizedError,
-    UnknownModelError,
-    VLRewardError,
-)
+from rewards import errors
+from rewards.errors import VLRewardError
 
 ERROR_STATUS: dict[type[VLRewardError], int] = {
     VLRewardError: 400,
-    InvalidVideoError: 422,
-    InvalidTaskError: 422,
-    InvalidStateError: 422,
-    InvalidCheckpointError: 400,
-    UnknownModelError: 404,
-    ModelNotReadyError: 503,
-    OverloadedError: 503,
-    UnauthorizedError: 401,
-    RequestTimeoutError: 408,
-    PayloadTooLargeError: 413,
+    errors.InvalidVideoError: 422,
+    errors.InvalidTaskError: 422,
+    errors.InvalidStateError: 422,
+    errors.InvalidCheckpointError: 400,
+    errors.UnknownModelError: 404,
+    errors.ModelNotReadyError: 503,
+    errors.OverloadedError: 503,
+    errors.UnauthorizedError: 401,
+    errors.RequestTimeoutError: 408,
+    errors.PayloadTooLargeError: 413,
 }
 ERROR_BY_CODE: dict[str, type[VLRewardError]] = {cls.code: cls for cls in ERROR_STATUS}
 RETRY_LATER = frozenset({503})  # statuses that carry Retry-After
