@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from rewards.base import Goal, Score, StreamingMixin
-from rewards.checkpoint import load_checkpoint
 from rewards.errors import InvalidCheckpointError
 from rewards.preprocess import embed_in_chunks, preprocess_frames
 from rewards.text import shared_minilm
@@ -36,19 +34,6 @@ class CriticReward(StreamingMixin):
         self.sentence_encoder = sentence_encoder.to(device)
         self.frames_per_forward = frames_per_forward
         self._text_vectors: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    @classmethod
-    def from_checkpoint(cls, name: str, directory: str | Path, config_cls, module_cls, device: str = "cpu"):
-        """The critic saved in `directory` (weights only) with the frozen MiniLM its text projection expects."""
-        critic, digest = load_checkpoint(directory, config_cls, module_cls)
-        return cls.with_text_backbone(name, critic, digest, device)
-
-    @classmethod
-    def with_text_backbone(cls, name: str, critic: torch.nn.Module, version: str, device: str = "cpu"):
-        """The reward around a loaded critic, with the frozen sentence encoder its config names (MiniLM only)."""
-        if critic.config.text_backbone != "all-minilm-l6-v2":
-            raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
-        return cls(name, critic, shared_minilm(device), version=version, device=device)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -88,3 +73,12 @@ class CriticReward(StreamingMixin):
 
     def score(self, frames: np.ndarray, goal: Goal) -> Score:
         return self.score_batch([frames], [goal])[0]
+
+
+def with_text_backbone(reward_cls: type[CriticReward], name: str, critic: torch.nn.Module, version: str,
+                       device: str = "cpu") -> CriticReward:
+    """`reward_cls` around a loaded critic, with the frozen sentence encoder its config names (MiniLM only): the
+    one step every text-critic loader ends with."""
+    if critic.config.text_backbone != "all-minilm-l6-v2":
+        raise InvalidCheckpointError(f"unknown text backbone {critic.config.text_backbone!r}")
+    return reward_cls(name, critic, shared_minilm(device), version=version, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewards.checkpoint import load_checkpoint
+from rewards.critic import with_text_backbone
 from rewards.liv.model import LIVConfig, LIVCritic
 from rewards.liv.reward import LIVReward
 
@@ -16,4 +17,5 @@ def load_critic(directory: str | Path) -> tuple[LIVCritic, str]:
 
 def load_liv(name: str, directory: str | Path, device: str = "cpu") -> LIVReward:
     """A LIV critic from disk behind the RewardModel protocol."""
-    return LIVReward.from_checkpoint(name, directory, LIVConfig, LIVCritic, device)
+    critic, digest = load_critic(directory)
+    return with_text_backbone(LIVReward, name, critic, digest, device)

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from rewards.backbones import load_backbone
 from rewards.checkpoint import WEIGHTS_FILE, files_digest, read_config
+from rewards.critic import with_text_backbone
 from rewards.errors import InvalidCheckpointError
 from rewards.progress.model import ProgressConfig, ProgressCritic
 from rewards.progress.reward import ProgressReward
@@ -34,4 +35,4 @@ def load_progress_critic(directory: str | Path, device: str = "cpu") -> tuple[Pr
 def load_progress(name: str, directory: str | Path, device: str = "cpu") -> ProgressReward:
     """A progress critic from disk behind the RewardModel protocol."""
     critic, digest = load_progress_critic(directory, device)
-    return ProgressReward.with_text_backbone(name, critic, digest, device)
+    return with_text_backbone(ProgressReward, name, critic, digest, device)

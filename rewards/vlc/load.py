@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewards.checkpoint import load_checkpoint
+from rewards.critic import with_text_backbone
 from rewards.vlc.model import VideoLanguageCritic, VLCConfig
 from rewards.vlc.reward import VLCReward
 
@@ -16,4 +17,5 @@ def load_vlc_critic(directory: str | Path) -> tuple[VideoLanguageCritic, str]:
 
 def load_vlc(name: str, directory: str | Path, device: str = "cpu") -> VLCReward:
     """A VLC critic from disk behind the RewardModel protocol."""
-    return VLCReward.from_checkpoint(name, directory, VLCConfig, VideoLanguageCritic, device)
+    critic, digest = load_vlc_critic(directory)
+    return with_text_backbone(VLCReward, name, critic, digest, device)
