@@ -47,6 +47,12 @@ class RewardMix:
         if self.signal not in SIGNALS:
             raise ValueError(f"unknown reward signal {self.signal!r}; valid signals: {', '.join(SIGNALS)}")
 
+    def check_streamable(self, normalizer: str) -> None:
+        """Rewards paid at step time can only be the model's own per-step reward, unnormalised: the other signals
+        and normalising need whole episodes. `normalizer` names what to normalise with instead."""
+        if self.signal != "rewards" or self.normalize:
+            raise ValueError(f"streaming rewards support signal='rewards' without normalize; normalise with {normalizer}")
+
     @property
     def uses_model(self) -> bool:
         return self.mode != "sparse"

@@ -77,9 +77,10 @@ class VecVLReward(VecEnvWrapper):
         super().__init__(venv)
         if relabel not in MODES:
             raise ValueError(f"unknown relabel {relabel!r}; valid: {', '.join(MODES)}")
-        if mix.normalize or (relabel == "step" and mix.signal != "rewards"):
-            raise ValueError("VecVLReward supports signal='rewards' in step mode and no normalize; normalise with "
-                             "VecNormalize in step mode")
+        if relabel == "step":
+            mix.check_streamable("VecNormalize")
+        elif mix.normalize:
+            raise ValueError("VecVLReward relabels unnormalised rewards; normalise with VecNormalize in step mode")
         if model is None and mix.uses_model:
             raise ValueError(f"the {mix.mode!r} reward needs a reward model (model=None only for 'sparse')")
         if goals is not None and len(goals) != self.num_envs:

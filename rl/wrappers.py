@@ -32,12 +32,6 @@ from rl.scoring import (FRAME_HELP, DelayedRewards, InputWarnings, MissingInputE
 RELABEL = ("step", "episode")
 
 
-def _check_streaming_mix(mix: RewardMix) -> None:
-    if mix.signal != "rewards" or mix.normalize:
-        raise ValueError("streaming rewards support signal='rewards' without normalize; wrap the env in "
-                         "gymnasium.wrappers.NormalizeReward to normalise")
-
-
 class VLReward(gym.Wrapper):
     """Replace the env's reward with a video-language reward (plus `success_bonus · success` for "dense+sparse").
 
@@ -63,7 +57,7 @@ class VLReward(gym.Wrapper):
         if relabel not in RELABEL:
             raise ValueError(f"unknown relabel {relabel!r}; valid: {', '.join(RELABEL)}")
         if relabel == "step":
-            _check_streaming_mix(mix)
+            mix.check_streamable("gymnasium.wrappers.NormalizeReward")
         self.model, self.goal, self.mix, self.relabel = model, goal, mix, relabel
         self._warn = InputWarnings(model, mix, "VLReward")
         self._state = None
@@ -175,7 +169,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
         if relabel not in RELABEL:
             raise ValueError(f"unknown relabel {relabel!r}; valid: {', '.join(RELABEL)}")
         if relabel == "step":
-            _check_streaming_mix(mix)
+            mix.check_streamable("gymnasium.wrappers.NormalizeReward")
         elif mix.normalize:
             raise ValueError("VectorVLReward does not normalise; normalise the filled rewards in the algorithm")
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
