@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from bench.common import markdown_table, ray_processes, run_identity, write_result
 from rewards.args import arg, parse_args
 
-SOURCES = ("env-no-serve", "env-frames-in-episodes", "env", "http-env-runner", "http-learner", "handle-env-runner",
-           "handle-learner")
+SOURCES = ("env-no-serve", "env-frames-in-episodes", "env", "http-segments", "http-env-runner", "http-learner",
+           "handle-segments", "handle-env-runner", "handle-learner")
 LABELS = {
     "env-no-serve": "env reward, no Serve running",
     "env-frames-in-episodes": "env reward, Serve idle, frames ride in the episodes",
     "env": "env reward, Serve idle, frames dropped at episode end",
+    "http-segments": "{model} over HTTP, submitted by the env runner in segments",
     "http-env-runner": "{model} over HTTP, submitted by the env runner",
     "http-learner": "{model} over HTTP, frames scored in the learner",
+    "handle-segments": "{model} via deployment handle, submitted by the env runner in segments",
     "handle-env-runner": "{model} via deployment handle, submitted by the env runner",
     "handle-learner": "{model} via deployment handle, frames scored in the learner",
 }
@@ -47,6 +49,7 @@ class Args:
     rounds: int = arg(1, "rounds over the sources (alternating order); the tables show medians")
     train_batch_size: int = arg(1000, "env steps per iteration")
     num_envs: int = arg(8, "envs per env runner (one vector env)")
+    segment: int = arg(16, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
     port: int = arg(8401, "HTTP port of the bench's own service")
     out: str = arg("runs/bench/rl_overhead.json", "result JSON")
 
@@ -111,7 +114,8 @@ def measure(args: Args, source: str, model: str, factory) -> dict:
     reward = "sparse" if source.startswith("env") else "dense"
     score_in = "learner" if source.endswith("learner") or source == "env-frames-in-episodes" else "env-runner"
     train_args = TrainArgs(tasks=[args.task], model=model, train_batch_size=args.train_batch_size,
-                           num_envs=args.num_envs, score_in=score_in)
+                           num_envs=args.num_envs, score_in=score_in,
+                           segment=args.segment if source.endswith("segments") else 0)
     algo = build_config(train_args, reward, 0, factory).build_algo()
     # the env runner samples in this process (0 remote env runners): time its rendering and the learner's update
     learn_s, render_s = time_calls(algo.learner_group, "update"), time_calls(BabyAIEnv, "render_frame")

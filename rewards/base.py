@@ -9,6 +9,7 @@ from typing import Protocol, Sequence, Union, runtime_checkable
 import numpy as np
 
 from rewards.errors import InvalidStateError, InvalidTaskError
+from rewards.math import value_difference_rewards
 
 GOAL_KINDS = ("text", "image", "demo")
 MAX_TASK_CHARS = 512
@@ -40,6 +41,21 @@ class Score:
     @property
     def episode_return(self) -> float:
         return float(self.rewards.sum())
+
+
+def scores_in_segments(model) -> bool:
+    """Whether an episode may be scored as segments sent while it runs (`join_segments`): the model says so with
+    `segments = True` when frame t's value depends only on frames 0 and t and the goal, and its rewards are value
+    differences (LIV, the progress critic). A sequence model (VLC) or an alignment (ORCA) needs the whole video."""
+    return bool(getattr(model, "segments", False))
+
+
+def join_segments(parts: Sequence[Score]) -> Score:
+    """The whole episode's score from its segments' scores: the first segment starts at frame 0 and every later one
+    was sent behind frame 0 again (so its first value, frame 0's, is dropped). Rewards are the value differences,
+    so the reward at a segment's first frame reads the previous segment's last value."""
+    values = np.concatenate([parts[0].values] + [part.values[1:] for part in parts[1:]])
+    return Score(values=values, rewards=value_difference_rewards(values))
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ class DeploymentRewardModel:
         self.handle = serve.get_deployment_handle(f"model-{self.model}", app_name=self.app_name)
         info = self.handle.info.remote().result()
         self.name, self.version, self.goal_kinds = info.name, info.version, tuple(info.goal_kinds)
+        self.segments = info.segments  # see rewards.scores_in_segments
         self._pool = concurrent.futures.ThreadPoolExecutor(self.waiters, thread_name_prefix="vlreward-handle")
 
     def __getstate__(self) -> dict:

@@ -23,10 +23,11 @@ from typing import Callable
 import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rewards import ModelNotReadyError
-from rewards.base import Goal, RewardModel, Score
+from rewards import ModelNotReadyError, VLRewardError
+from rewards.base import Goal, RewardModel, Score, join_segments, scores_in_segments
 
 SCORE_KEY = "vlreward_score"  # episode.custom_data key holding the episode's PendingScore
+SEGMENTS_KEY = "vlreward_segments"  # a running episode's segments so far: (frame 0, frames sent, [PendingScore])
 
 
 class PendingScore:
@@ -52,6 +53,27 @@ class PendingScore:
         except Exception as error:  # the error travels and is raised where the score is collected
             outcome = (None, error)
         return _settled, (*outcome, self.num_frames, self.nbytes)
+
+
+def joined(parts: list[PendingScore]) -> PendingScore:
+    """One episode's `PendingScore` from those of its segments (`rewards.join_segments`); the first failure is
+    the episode's."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    left, lock = [len(parts)], threading.Lock()
+
+    def settle(_) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        try:
+            future.set_result(join_segments([part.result() for part in parts]))
+        except Exception as error:
+            future.set_exception(error)
+
+    for part in parts:
+        part._future.add_done_callback(settle)
+    return PendingScore(future, sum(part.num_frames for part in parts), sum(part.nbytes for part in parts))
 
 
 def _settled(score: Score | None, error: Exception | None, num_frames: int, nbytes: int) -> PendingScore:
@@ -204,38 +226,72 @@ class EpisodeSubmitter:
 
 
 class EpisodeScorer(RLlibCallback):
-    """Env-runner callback: at each episode's end, drop its frames from the infos and (when `submit` is set)
-    submit them with the mission; the `PendingScore` goes to `episode.custom_data[SCORE_KEY]`.
+    """Env-runner callback: take each episode's frames out of its infos and (when `submit` is set) submit them with
+    the mission; the episode's `PendingScore` goes to `episode.custom_data[SCORE_KEY]` at its end.
+
+    With `segment` > 0 and a model that scores in segments (`rewards.scores_in_segments`: LIV, the progress
+    critic), a running episode's frames go out every `segment` steps (behind frame 0) while sampling goes on, so
+    at the end of a `sample()` only the last few frames of each episode are still in flight; the segments' scores
+    join into the episode's (`rewards.join_segments`, equal to scoring it whole). Other models get whole episodes.
 
     Frames come from `info["frame"]` (uint8 [H, W, 3], the reset info holds frame 0), the goal from the reset
-    info's `info["mission"]`; episodes ending on the same vector step share one request (`coalesce`, HTTP only).
+    info's `info["mission"]`; segments and episodes queued together share one request (`coalesce`, HTTP only).
     Give it to RLlib as `config.callbacks(functools.partial(EpisodeScorer, ...))`
     (settings do not reach remote env runners as class attributes). Logs `vlreward/submit_s` (time the sampler
     spent submitting, backpressure included), `vlreward/frames_submitted` and `vlreward/frame_bytes_submitted`.
     """
 
     def __init__(self, *, reward_model_factory: Callable[[], RewardModel] | None = None, submit: bool = True,
-                 ready_wait_s: float = 0.0, max_in_flight: int = 64, coalesce: int = 16):
+                 ready_wait_s: float = 0.0, max_in_flight: int = 64, coalesce: int = 16, segment: int = 0):
         super().__init__()
         if submit and reward_model_factory is None:
             raise ValueError("EpisodeScorer needs a reward_model_factory to submit episodes")
         self.submitter = (EpisodeSubmitter(reward_model_factory, ready_wait_s, max_in_flight, coalesce=coalesce)
                           if submit else None)
+        self.segment = segment
+        self._segments: bool | None = None  # whether the model scores in segments; asked once, at the first one
+
+    def on_episode_step(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        if self.submitter is None or not self.segment or episode.is_done or len(episode) % self.segment:
+            return
+        if self._segments is None:
+            try:
+                self._segments = scores_in_segments(self.submitter.model())
+            except VLRewardError:  # not reachable yet: whole episodes for now, and their submission says why
+                return
+        if self._segments:
+            start = time.perf_counter()
+            first, sent, parts = episode.custom_data.get(SEGMENTS_KEY, (None, 0, []))
+            first, frames = self._take_frames(episode, sent, first)
+            parts.append(self.submitter.submit(frames, episode.get_infos(0)["mission"]))
+            episode.custom_data[SEGMENTS_KEY] = (first, len(episode) + 1, parts)
+            self._log(metrics_logger, start, parts[-1])
 
     def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
         start = time.perf_counter()
         if episode.t_started != 0:
             raise ValueError(f"episode {episode.id_} starts at t={episode.t_started}: EpisodeScorer scores whole "
                              "episodes, use batch_mode='complete_episodes'")
-        infos = episode.get_infos()
-        frames = [info.pop("frame", None) for info in infos]
+        first, sent, parts = episode.custom_data.pop(SEGMENTS_KEY, (None, 0, []))
+        first, frames = self._take_frames(episode, sent, first)
         if self.submitter is None:
             return
-        if any(frame is None for frame in frames):
+        parts.append(self.submitter.submit(frames, episode.get_infos(0)["mission"]))  # stacked off this thread
+        episode.custom_data[SCORE_KEY] = parts[0] if len(parts) == 1 else joined(parts)
+        self._log(metrics_logger, start, parts[-1])
+
+    def _take_frames(self, episode, sent: int, first: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Pop the frames not sent yet out of the infos; a later segment goes behind frame 0 (kept as `first`)."""
+        frames = [info.pop("frame", None) for info in episode.get_infos()[sent:]]
+        if self.submitter is not None and any(frame is None for frame in frames):
             raise KeyError("EpisodeScorer needs info['frame'] at every step (and the reset info): render frames in "
                            "the env (envs.<suite>.make_env does)")
-        pending = self.submitter.submit(frames, infos[0]["mission"])  # T+1 frames, stacked off this thread
-        episode.custom_data[SCORE_KEY] = pending
+        if sent == 0:
+            return frames[0], frames
+        return first, [first] + frames
+
+    @staticmethod
+    def _log(metrics_logger, start: float, pending: PendingScore) -> None:
         if metrics_logger is not None:
             metrics_logger.log_value("vlreward/submit_s", time.perf_counter() - start, reduce="sum")
             metrics_logger.log_value("vlreward/frames_submitted", pending.num_frames, reduce="sum")

@@ -72,6 +72,9 @@ class Args:
                         choices=SCORE_IN)
     max_in_flight: int = arg(64, "env-runner path: episodes in flight per env runner before sampling waits")
     coalesce: int = arg(16, "env-runner path: episodes that end together share one HTTP request (up to this many)")
+    segment: int = arg(16, "env-runner path: send a running episode's frames every this many steps when the model "
+                       "scores in segments (LIV, progress), so little is left in flight when sampling ends; 0 = "
+                       "whole episodes")
     relabel: str = arg("rollout", "sb3: 'rollout' scores episodes as they end while sampling goes on and adds the "
                        "dense rewards at each rollout's end; 'step' scores every vector step and waits for it",
                        choices=list(RELABEL))
@@ -151,7 +154,7 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
     # env-runner path: frames leave the episodes at their end (submitted when the mix needs the model)
     callbacks = (functools.partial(EpisodeScorer, reward_model_factory=reward_model_factory, submit=mix.uses_model,
                                    ready_wait_s=args.ready_wait_s, max_in_flight=args.max_in_flight,
-                                   coalesce=args.coalesce)
+                                   coalesce=args.coalesce, segment=args.segment)
                  if in_runner else None)
     return (
         PPOConfig()

@@ -140,6 +140,7 @@ class _Calls:
                                                  f"{', '.join(m['name'] for m in infos)}")
         self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
         self.info = info  # the model's entry in /v1/models (e.g. its expected input, where the service states it)
+        self.segments = bool(info.get("segments", False))  # see rewards.scores_in_segments
 
     def _embed(self, goal: Goal) -> Call:
         if not isinstance(goal, str):

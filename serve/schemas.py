@@ -71,6 +71,8 @@ class ModelInfo(BaseModel):
     goal_kinds: list[str]
     version: str = Field(description="digest of the model's weights")
     streams: bool = Field(description="whether /v1/score/step serves this model")
+    segments: bool = Field(False, description="whether an episode may be scored in segments sent while it runs, "
+                           "each behind the episode's first frame (`rewards.join_segments`)")
 
 
 class ModelsResponse(BaseModel):

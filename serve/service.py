@@ -9,7 +9,7 @@ import numpy as np
 
 from rewards import (Goal, GoalEmbedding, InvalidTaskError, RewardModel, Score, StepState, VLRewardError, goal_digest,
                      goal_kind)
-from rewards.base import StreamingRewardModel
+from rewards.base import StreamingRewardModel, scores_in_segments
 from serve.schemas import EmbedResponse, ModelInfo
 
 StepItem = tuple[np.ndarray, Sequence[Goal], Sequence[StepState | None]]  # frames [B, H, W, 3], B goals, B states
@@ -42,7 +42,7 @@ class RewardService:
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.model.name, kind=type(self.model).__name__, goal_kinds=list(self.model.goal_kinds),
-                         version=self.model.version, streams=self.streams)
+                         version=self.model.version, streams=self.streams, segments=scores_in_segments(self.model))
 
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         """The model's embedding of `goal`, from the cache when this goal was seen before."""

@@ -18,6 +18,7 @@ class LIVReward(CriticReward):
     """A trained LIV critic that scores videos against a task sentence or a goal image."""
 
     goal_kinds = ("text", "image")
+    segments = True  # frame t's value reads only frame t (and frame 0) and the goal: `rewards.join_segments`
 
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:

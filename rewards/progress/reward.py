@@ -22,6 +22,7 @@ class ProgressReward(CriticReward):
     """
 
     goal_kinds = ("text",)
+    segments = True  # frame t's value reads only frames 0 and t and the goal: `rewards.join_segments`
 
     @torch.no_grad()
     def embed_goal(self, goal: Goal) -> GoalEmbedding:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rewards
+from rewards.base import join_segments, scores_in_segments
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden"
 TOLERANCE = 1e-4
@@ -36,3 +37,17 @@ def test_shipped_model_matches_its_golden_output(name):
     golden = json.loads(path.read_text())
     assert golden["version"] == model.version, f"{name}'s weights changed; rewrite its golden output"
     np.testing.assert_allclose(values, golden["values"], atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", rewards.list_models())
+def test_a_model_that_scores_in_segments_joins_them_into_its_whole_score(name):
+    """`segments = True` is a promise the RL env runners rely on (rl.submission): check it on every shipped model."""
+    model = rewards.load_model(name)
+    if not scores_in_segments(model):
+        pytest.skip(f"{name} needs whole videos")
+    frames = fixed_video()
+    goal = "go to the blue box" if "text" in model.goal_kinds else frames[::2]
+    parts = [model.score(frames[segment], goal) for segment in ([0, 1, 2], [0, 3, 4, 5], [0, 6, 7])]
+    whole, joined = model.score(frames, goal), join_segments(parts)
+    np.testing.assert_allclose(joined.values, whole.values, atol=1e-5)
+    np.testing.assert_allclose(joined.rewards, whole.rewards, atol=1e-5)

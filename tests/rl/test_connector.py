@@ -377,6 +377,38 @@ def test_the_episode_scorer_takes_the_frames_out_and_submits_them_with_the_missi
     assert SCORE_KEY not in sparse.custom_data and all("frame" not in info for info in sparse.get_infos())
 
 
+class SegmentsTestModel(FrameMeanTestModel):
+    """Frame t's value reads frame t only and rewards are value differences: it may score in segments. Records
+    what each `score` call got."""
+
+    segments = True
+
+    def score(self, frames, goal):
+        self.calls.append(([frames], [goal]))
+        return super().score(frames, goal)
+
+
+@pytest.mark.parametrize("num_steps, sent", [(2, [3]), (3, [4]), (7, [4, 4, 2]), (9, [4, 4, 4])])
+def test_a_running_episode_goes_out_in_segments_that_join_into_its_whole_score(num_steps, sent):
+    model, whole = SegmentsTestModel(), _expected_score(num_steps + 1)
+    scorer = EpisodeScorer(reward_model_factory=lambda: model, segment=3)
+    frames = [np.full((4, 4, 3), 10 * t, np.uint8) for t in range(num_steps + 1)]
+    episode = SingleAgentEpisode(len_lookback_buffer=0)
+    episode.add_env_reset(observation=np.zeros(2, np.float32),
+                          infos={"frame": frames[0], "mission": "go to the red ball"})
+    for t in range(1, num_steps + 1):
+        episode.add_env_step(np.zeros(2, np.float32), 0, 0.0, infos={"frame": frames[t]}, terminated=t == num_steps)
+        scorer.on_episode_step(episode=episode)
+    scorer.on_episode_end(episode=episode)
+    assert all("frame" not in info for info in episode.get_infos()) and list(episode.custom_data) == [SCORE_KEY]
+    score = episode.custom_data[SCORE_KEY].result(5)
+    np.testing.assert_allclose(score.values, whole.values, atol=1e-12)
+    np.testing.assert_allclose(score.rewards, whole.rewards, atol=1e-12)
+    # a segment every 3 steps while the episode runs (frames 0-3, then frame 0 + the next 3), the rest at its end
+    assert [len(trajectories[0]) for trajectories, _ in model.calls] == sent
+    assert all(np.array_equal(trajectories[0][0], frames[0]) for trajectories, _ in model.calls)  # behind frame 0
+
+
 # ---------------------------------------------------------------- real PPO on BabyAI, local learner
 
 
@@ -465,6 +497,29 @@ def test_ppo_trains_on_scores_the_env_runner_submitted_over_http(service_url):
             _check_async_iteration(result, model, service, pieces[0], rewards, episodes, before)
     finally:
         algo.stop()
+
+
+def test_episodes_scored_in_segments_train_on_the_same_rewards_as_whole_episodes(service_url):
+    """Same seed, same first iteration: segments of 4 steps sent while sampling (babyai-liv scores in segments)
+    give PPO the rewards that whole episodes get, and fewer episodes are left in flight when sampling ends."""
+    runs = {}
+    for segment in (0, 4):
+        args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, segment=segment)
+        factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
+        algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
+        rewards, _ = _record_batches(algo)
+        try:
+            result = algo.train()
+        finally:
+            algo.stop()
+        runs[segment] = list(rewards.calls[-1].values()), result
+    (whole, whole_result), (parts, parts_result) = runs[0], runs[4]
+    assert [len(r) for r in parts] == [len(r) for r in whole]
+    for segmented, complete in zip(parts, whole):
+        np.testing.assert_allclose(segmented, complete, rtol=1e-4, atol=1e-5)
+    sent = parts_result["env_runners"]["vlreward/frames_submitted"]
+    assert sent > whole_result["learners"]["vlreward/frames"]  # each later segment carried frame 0 again
+    assert parts_result["learners"]["vlreward/frames"] == sent
 
 
 def test_ppo_trains_on_scores_submitted_through_the_deployment_handle(service_url):

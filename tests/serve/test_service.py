@@ -42,12 +42,12 @@ def test_info_names_the_model_and_its_weights_digest(liv):
     info = RewardService(liv).info()
     assert (info.name, info.kind, info.goal_kinds, info.version) == ("babyai-liv", "LIVReward", ["text", "image"],
                                                                      liv.version)
-    assert info.streams
+    assert info.streams and info.segments
 
 
 def test_an_orca_matcher_that_refuses_to_stream_is_not_reported_as_streaming(orca):
     """The bug: /v1/models said streams: true for every ORCA-family model, also those whose matcher refuses."""
-    assert RewardService(orca).info().streams
+    assert RewardService(orca).info().streams and not RewardService(orca).info().segments  # ORCA aligns whole videos
     for matcher in ("ot", "temporal_ot", "dtw", "threshold"):
         model = ORCAReward(f"orca-{matcher}", dataclasses.replace(orca.config, matcher=matcher), orca.features,
                            orca.version)
