@@ -50,24 +50,29 @@ def get_suite(name: str) -> EnvSuite:
 
 
 class TaskSampler(gym.Env):
-    """One env over several tasks: each reset picks one at random (their spaces must agree).
+    """One env over several tasks: each reset picks one at random (their spaces must agree); every info names it
+    (`info["task"]`), so success can be counted per task.
 
     A seeded reset reseeds the choice too, so the sub-envs of a vector env (seeds s, s+1, ...) differ.
     """
 
-    def __init__(self, envs: Sequence[gym.Env], seed: int | None):
-        self.envs, self.rng = list(envs), np.random.default_rng(seed)
+    def __init__(self, envs: Sequence[gym.Env], seed: int | None, names: Sequence[str]):
+        self.envs, self.names, self.rng = list(envs), list(names), np.random.default_rng(seed)
         self.observation_space, self.action_space = self.envs[0].observation_space, self.envs[0].action_space
+        self.index = 0
         self.env = self.envs[0]
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.env = self.envs[self.rng.integers(len(self.envs))]
-        return self.env.reset(seed=seed, options=options)
+        self.index = int(self.rng.integers(len(self.envs)))
+        self.env = self.envs[self.index]
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs, {**info, "task": self.names[self.index]}
 
     def step(self, action):
-        return self.env.step(action)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "task": self.names[self.index]}
 
     def render(self):
         return self.env.render()
@@ -84,4 +89,4 @@ def make_multitask_env(suite: str, tasks: Sequence[str], seed: int | None = None
     envs = [spec.make_env(task, seed=seed, render_size=render_size or spec.render_size) for task in tasks]
     if max_episode_steps:
         envs = [gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps) for env in envs]
-    return envs[0] if len(envs) == 1 else TaskSampler(envs, seed)
+    return envs[0] if len(envs) == 1 else TaskSampler(envs, seed, tasks)

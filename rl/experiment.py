@@ -9,6 +9,12 @@ import numpy as np
 
 
 SMOOTH = 3  # iterations in the trailing mean: one iteration's success rate covers only ~10-20 episodes
+TASK_SUCCESS = "success_rate/"  # + task: per-task success columns of multi-task runs (rl.train.TASK_SUCCESS)
+
+
+def task_columns(rows: Sequence[dict]) -> list[str]:
+    """The per-task success columns present, in first-seen order."""
+    return list(dict.fromkeys(key for row in rows for key in row if key.startswith(TASK_SUCCESS)))
 
 
 def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
@@ -18,8 +24,8 @@ def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     return (sums[1:] - sums[starts]) / (np.arange(len(values)) + 1 - starts)
 
 
-def mean_curve(rows: Sequence[dict], reward: str) -> tuple[np.ndarray, np.ndarray]:
-    """(env_steps [I], success_rate [I]): per iteration the mean over seeds, then a trailing mean over
+def mean_curve(rows: Sequence[dict], reward: str, column: str = "success_rate") -> tuple[np.ndarray, np.ndarray]:
+    """(env_steps [I], success rate [I]) of `column`: per iteration the mean over seeds, then a trailing mean over
     `SMOOTH` iterations; cut to the shortest run."""
     runs: dict[int, list[dict]] = {}
     for row in rows:
@@ -27,7 +33,7 @@ def mean_curve(rows: Sequence[dict], reward: str) -> tuple[np.ndarray, np.ndarra
             runs.setdefault(row["seed"], []).append(row)
     length = min(len(run) for run in runs.values())
     steps = np.mean([[r["env_steps"] for r in run[:length]] for run in runs.values()], axis=0)
-    success = np.mean([[r["success_rate"] for r in run[:length]] for run in runs.values()], axis=0)
+    success = np.mean([[r.get(column, np.nan) for r in run[:length]] for run in runs.values()], axis=0)
     return steps, trailing_mean(np.nan_to_num(success))
 
 
@@ -53,6 +59,12 @@ def summarize(rows: Sequence[dict]) -> str:
         total_steps = sum({r["seed"]: r["env_steps"] for r in own}.values())  # each run's last row
         lines.append(f"| {reward} | {len({r['seed'] for r in own})} | {steps[-1]:.0f} | {success[-1]:.2f} | "
                      f"{reach:.0f} | {reach / sparse_steps:.2f} | {total_steps / wall:.0f} | {reward_s / wall:.1%} |")
+    tasks = task_columns(rows)
+    if tasks:  # one policy over several tasks: final success of each
+        lines += ["", "| reward | " + " | ".join(f"final success: {t[len(TASK_SUCCESS):]}" for t in tasks) + " |",
+                  "|---|" + "---|" * len(tasks)]
+        lines += [f"| {reward} | " + " | ".join(f"{mean_curve(rows, reward, t)[1][-1]:.2f}" for t in tasks) + " |"
+                  for reward in rewards]
     return "\n".join(lines)
 
 
@@ -63,19 +75,22 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 3.8))
-    for reward in dict.fromkeys(row["reward"] for row in rows):
-        steps, success = mean_curve(rows, reward)
-        per_seed = {}
-        for row in rows:
-            if row["reward"] == reward:
-                per_seed.setdefault(row["seed"], []).append(row["success_rate"])
-        band = np.nan_to_num(np.array([run[:len(steps)] for run in per_seed.values()]))
-        seeds = len(per_seed)
-        axis.plot(steps, success, label=f"{reward} ({seeds} seed{'s' * (seeds > 1)})")
-        axis.fill_between(steps, band.min(0), band.max(0), alpha=0.15)
-    axis.set(xlabel="env steps", ylabel=f"success rate (mean of {SMOOTH} iterations)", title=title, ylim=(0, 1.02))
-    axis.legend()
+    columns = ["success_rate", *task_columns(rows)]  # all episodes, then one panel per task of a multi-task run
+    figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 3.8), squeeze=False)
+    for axis, column in zip(axes[0], columns):
+        for reward in dict.fromkeys(row["reward"] for row in rows):
+            steps, success = mean_curve(rows, reward, column)
+            per_seed = {}
+            for row in rows:
+                if row["reward"] == reward:
+                    per_seed.setdefault(row["seed"], []).append(row.get(column, np.nan))
+            band = np.nan_to_num(np.array([run[:len(steps)] for run in per_seed.values()]))
+            seeds = len(per_seed)
+            axis.plot(steps, success, label=f"{reward} ({seeds} seed{'s' * (seeds > 1)})")
+            axis.fill_between(steps, band.min(0), band.max(0), alpha=0.15)
+        panel = title if column == "success_rate" else f"{column[len(TASK_SUCCESS):]} (same policy)"
+        axis.set(xlabel="env steps", ylabel=f"success rate (mean of {SMOOTH} iterations)", title=panel, ylim=(0, 1.02))
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -34,6 +34,7 @@ import torch
 from envs.suites import SUITES, make_multitask_env
 from rewards.base import RewardModel
 from rl.connector import ServiceReward
+from rl.experiment import TASK_SUCCESS, plot_curves, summarize
 from rl.mix import MODES, SIGNALS, RewardMix
 from rl.submission import EpisodeScorer
 from rewards.args import arg, parse_args
@@ -117,9 +118,13 @@ def make_training_env(env_config: dict):
 
 
 def log_success(*, episode, metrics_logger=None, **kwargs) -> None:
-    """on_episode_end callback: 1.0 when any step reported `info["success"]`."""
-    success = any(info.get("success", False) for info in episode.get_infos())
-    metrics_logger.log_value("success_rate", float(success), window=100)
+    """on_episode_end callback: 1.0 when any step reported `info["success"]`; per task too when the env names it
+    (`info["task"]`: several tasks, `envs.suites.TaskSampler`)."""
+    infos = episode.get_infos()
+    success = float(any(info.get("success", False) for info in infos))
+    metrics_logger.log_value("success_rate", success, window=100)
+    if "task" in infos[0]:
+        metrics_logger.log_value(f"{TASK_SUCCESS}{infos[0]['task']}", success, window=100)
 
 
 def load_reward_model(model: str, url: str = "") -> RewardModel:
@@ -183,10 +188,11 @@ def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: 
     # submitting in the env runners + waiting for what was still in flight in the learner (env-runner path)
     reward_s = sum(float(learners.get(f"vlreward/{key}", 0.0)) for key in ("score_s", "gather_s", "wait_s"))
     reward_s += float(env_runners.get("vlreward/submit_s", 0.0))
+    per_task = {key: float(value) for key, value in env_runners.items() if key.startswith(TASK_SUCCESS)}
     return {
         "reward": reward, "seed": seed, "iteration": iteration,
         "env_steps": int(env_runners.get("num_env_steps_sampled_lifetime", 0)),
-        "success_rate": float(env_runners.get("success_rate", np.nan)),
+        "success_rate": float(env_runners.get("success_rate", np.nan)), **per_task,
         "episode_return_mean": float(env_runners.get("episode_return_mean", np.nan)),
         "train_return_mean": float(learners.get("vlreward/mean_return", np.nan)),
         "time_s": time_s, "reward_s": reward_s,
@@ -223,8 +229,6 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     """Every (reward, seed) run; writes `curves.csv`, `curves.png` and prints the summary. Returns all rows."""
     import ray
 
-    from rl.experiment import plot_curves, summarize
-
     print("args:", dataclasses.asdict(args))
     factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
     if args.library not in LIBRARIES:
@@ -250,7 +254,8 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
 def write_curves(rows: Sequence[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        tasks = sorted({key for row in rows for key in row if key.startswith(TASK_SUCCESS)})
+        writer = csv.DictWriter(f, fieldnames=[*CURVE_FIELDS, *tasks], restval=float("nan"))
         writer.writeheader()
         writer.writerows(rows)
 

@@ -37,11 +37,12 @@ def test_unknown_task_names_the_valid_ones():
 def test_multitask_env_samples_tasks_per_reset_and_reseeds_the_choice():
     env = make_multitask_env("babyai", ["GoToRedBall", "PickupLoc"], seed=0, max_episode_steps=5)
     assert isinstance(env, TaskSampler)
-    missions = {env.reset(seed=seed)[1]["mission"].split()[0] for seed in range(12)}
-    assert missions == {"go", "pick"}
+    infos = [env.reset(seed=seed)[1] for seed in range(12)]
+    assert {info["mission"].split()[0] for info in infos} == {"go", "pick"}
+    assert all(info["task"] == ("GoToRedBall" if info["mission"].startswith("go") else "PickupLoc") for info in infos)
     first = [env.reset(seed=7)[1]["mission"] for _ in range(2)]
     assert first[0] == first[1]
     truncated = False
     for _ in range(5):
-        *_, truncated, _ = env.step(env.action_space.sample())
-    assert truncated
+        *_, truncated, info = env.step(env.action_space.sample())
+    assert truncated and info["task"] == ("GoToRedBall" if first[0].startswith("go") else "PickupLoc")

@@ -9,7 +9,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 
 from rewards.text import MINILM_DIM, shared_minilm
 from rl.experiment import main as experiment_main
-from rl.experiment import plot_curves, summarize
+from rl.experiment import plot_curves, read_curves, summarize
 from rl.train import CURVE_FIELDS, Args, build_config, iteration_row, make_training_env, write_curves
 
 TASKS = ["GoToRedBallNoDists", "GoToLocal"]  # "go to the red ball" and "go to the <colour> <object>" missions
@@ -79,6 +79,21 @@ def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
     merged = experiment_main([str(tmp_path / "sparse" / "curves.csv"), str(tmp_path / "dense" / "curves.csv"),
                               "--out", str(tmp_path / "merged.png")])
     assert merged.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_multi_task_run_reports_success_per_task(tmp_path):
+    def run(reward, success, per_task):
+        return [{"reward": reward, "seed": 0, "iteration": i + 1, "env_steps": 1000 * (i + 1), "success_rate": s,
+                 "success_rate/GoToLocal": local, "time_s": 1.0, "reward_s": 0.0}
+                for i, (s, local) in enumerate(zip(success, per_task))]
+
+    rows = run("sparse", [0.1, 0.2, 0.3], [0.0, 0.1, 0.2]) + run("dense", [0.3, 0.6, 0.9], [0.3, 0.3, 0.6])
+    write_curves([dict.fromkeys(CURVE_FIELDS, 0) | row for row in rows], tmp_path / "curves.csv")
+    assert open(tmp_path / "curves.csv").readline().strip().endswith(",success_rate/GoToLocal")
+    table = summarize(read_curves(tmp_path / "curves.csv")).splitlines()
+    # trailing 3-iteration means of the GoToLocal column: 0.10 (sparse) and 0.40 (dense)
+    assert table[-4:] == ["| reward | final success: GoToLocal |", "|---|---|", "| sparse | 0.10 |", "| dense | 0.40 |"]
+    assert plot_curves(rows, tmp_path / "curves.png", "test").stat().st_size > 1000
 
 
 def test_unknown_reward_mode_is_refused():
