@@ -64,7 +64,7 @@ class VecVLReward(VecEnvWrapper):
         goals: a fixed goal per sub-env; None reads `info["mission"]` at each reset.
         mix: how the dense signal and success combine (`rl.mix.RewardMix`).
         relabel: "step" or "rollout" (see the module docstring).
-        segments: rollout mode, for critics whose value of a frame depends on that frame alone (LIV, the
+        segments: rollout mode, for models that score in segments (`rewards.scores_in_segments`: LIV, the
             progress critics): unfinished episodes also go to the service in pieces while it is idle, so the
             rollout's end waits only for the last few steps (`rl.scoring.DelayedRewards`).
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rewards import Goal, RewardModel, Score
+from rewards.base import scores_in_segments
 from rl.mix import RewardMix
 
 FRAME_HELP = ("give the env frames: wrap it in envs.wrappers.RenderedFrames(env, size=64) (info['frame']), or make it "
@@ -173,17 +174,18 @@ class DelayedRewards:
     of each episode (prefix): the streamed rewards (design §3) for critics whose reward at step k reads only
     frames up to k (LIV, VLC, progress; ORCA within 1e-3, its temporal context reading later frames).
 
-    segments=True is for models whose value of a frame depends on that frame alone (LIV, the progress critics),
-    with signal="rewards": the rewards of steps k0..k1 are then the score of frames k0-1..k1, so an episode goes
-    to the service in pieces — whenever the scorer is idle, each unfinished episode with `segment` new steps is
-    sent too — and `collect()` waits only for the last few steps. Not for ORCA or VLC (their rewards depend on the
-    whole prefix).
+    segments=True is for models that score in segments (`rewards.scores_in_segments`: LIV, the progress critics,
+    whose value of frame t reads only frames 0 and t): the rewards of steps k0..k1 are then read from the score of
+    frame 0 followed by frames k0-1..k1, so an episode goes to the service in pieces — whenever the scorer is idle,
+    each unfinished episode with `segment` new steps is sent too — and `collect()` waits only for the last few
+    steps. Not for ORCA or VLC (their rewards depend on the whole prefix).
     """
 
     def __init__(self, model: RewardModel, mix: RewardMix, num_envs: int, max_in_flight: int = 2,
                  segments: bool = False, segment: int = 8):
-        if segments and mix.signal != "rewards":
-            raise ValueError("segments need signal='rewards' (progress is relative to the episode's first frame)")
+        if segments and not scores_in_segments(model):
+            raise ValueError(f"{getattr(model, 'name', model)!r} cannot score in segments: its values need the whole "
+                             "video (rewards.scores_in_segments); use segments=False")
         self.mix, self.max_in_flight, self.segments, self.segment = mix, max_in_flight, segments, segment
         self._executor = None if hasattr(model, "submit_batch") else concurrent.futures.ThreadPoolExecutor(1)
         self._submit = submitter(model, self._executor)
@@ -230,7 +232,9 @@ class DelayedRewards:
 
     def _send(self, episodes: list[tuple[int, _Episode]]) -> None:
         bases = [e.delivered if self.segments else 0 for _, e in episodes]  # the frame each piece starts at
-        trajectories = [np.stack(e.frames[base:]) for (_, e), base in zip(episodes, bases)]
+        # a later piece goes behind frame 0 (its score's first entry, frame 0's, is skipped in collect)
+        trajectories = [np.stack(e.frames[base:] if base == 0 else [e.frames[0], *e.frames[base:]])
+                        for (_, e), base in zip(episodes, bases)]
         start = time.perf_counter()
         futures = self._submit(trajectories, [e.goal for _, e in episodes])
         self.submit_wait_s += time.perf_counter() - start
@@ -256,9 +260,10 @@ class DelayedRewards:
         try:
             for future, i, episode, first, end, base in self._pending:
                 dense = self.mix.dense(future.result())
+                offset = base - (base > 0)  # dense[j] is the step into the piece's frame j + 1 (behind frame 0)
                 steps.append(episode.steps[first:end])
                 envs.append(np.full(end - first, i))
-                rewards.append(dense[first - base:end - base])
+                rewards.append(dense[first - offset:end - offset])
         finally:
             self._pending, self._requests = [], []
             self.collect_wait_s += time.perf_counter() - start

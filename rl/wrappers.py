@@ -140,7 +140,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
       them as (step, env, reward) arrays. `steps` counts vector steps (the row a step goes to is
       `steps_at_step_time - first_step`). They are `model.score` of the episode (or prefix): the streamed rewards
       for critics whose reward at step k reads only frames up to k (LIV, VLC, progress; ORCA within 1e-3).
-      segments=True (LIV and the progress critics, whose value of a frame depends on that frame alone) also
+      segments=True (models that score in segments, `rewards.scores_in_segments`: LIV, the progress critics) also
       sends unfinished episodes in pieces while the service is idle, so `fill` waits only for the last few steps
       (see `rl.scoring.DelayedRewards`).
 

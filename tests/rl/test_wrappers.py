@@ -193,7 +193,20 @@ def test_vector_env_over_strided_frames_streams_and_relabels(streaming_model, li
     assert np.count_nonzero(results["step"]) > 6 and not results["step"][0].any()  # step 1 has no frame
 
 
-def test_vector_episode_mode_fills_the_rewards_streaming_pays(streaming_model):
+@pytest.fixture(params=["liv", "progress"])
+def segment_model(request, streaming_model):
+    """A model that scores in segments: LIV (values read frame t alone), in-process or served, and the default
+    progress critic in-process (values read frame t against frame 0)."""
+    if request.param == "liv":
+        return streaming_model
+    if streaming_model is not request.getfixturevalue("liv"):
+        pytest.skip("the progress critic's served path is the same code as LIV's")
+    return load_model("babyai-progress")
+
+
+def test_vector_episode_mode_fills_the_rewards_streaming_pays(segment_model):
+    streaming_model = segment_model
+
     def make(seed):
         return lambda: gym.wrappers.TimeLimit(make_env("GoToRedBall", seed=seed), max_episode_steps=4 + 3 * seed)
 
@@ -211,12 +224,20 @@ def test_vector_episode_mode_fills_the_rewards_streaming_pays(streaming_model):
                 envs.fill(buffer[start:start + 20], first_step=start)
         assert envs.steps == 40
         buffers[relabel, segments] = buffer
-        if segments:  # LIV: pieces of episodes (one overlapping frame each) score the same as whole episodes
+        if segments:  # pieces of episodes (behind frame 0, one overlapping frame) score the same as whole ones
             assert envs._delayed.frames_sent < 40 * 3 * 1.5
         envs.close()
     np.testing.assert_allclose(buffers["episode", False], buffers["step", False], atol=1e-5)
     np.testing.assert_allclose(buffers["episode", True], buffers["step", False], atol=1e-5)
     assert np.count_nonzero(buffers["step", False]) > 20
+
+
+def test_segments_are_refused_for_a_model_that_needs_whole_videos():
+    vlc = load_model("babyai-vlc")  # a sequence model: frame t's value reads the frames before it
+    envs = gym.vector.SyncVectorEnv([lambda: make_env("GoToRedBall", seed=0)])
+    with pytest.raises(ValueError, match="babyai-vlc.*cannot score in segments"):
+        VectorVLReward(envs, vlc, relabel="episode", segments=True)
+    envs.close()
 
 
 def test_vector_episode_mode_raises_when_scoring_fails(service_url):
