@@ -1,0 +1,127 @@
+"""How much could a perfect critic speed PPO up on a task? Sparse against oracle shaping, side by side.
+
+The critics are judged (issue 15) by how soon PPO with their dense reward reaches the success that PPO with the
+success flag alone ends at. This bench measures the ceiling of that comparison: the dense reward of a critic that
+is never wrong, the env's own `info["progress"]` (BabyAI: 1 − the expert's remaining path / its path at reset;
+Meta-World: 1 − the distance to the goal / the distance at reset), paid as potential-based shaping
+`γ·p_{t+1} − p_t` with or without the success bonus. Runs are `vlreward rl`'s RLlib PPO (same config, sampler
+and curve rows, built by `rl.train.build_config`), so the table and curves compare with that command's.
+
+    python -m bench.shaping_bound --task GoToRedBallNoDists --steps 30000 --seeds 3 --out runs/bench/bound
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from rewards.args import arg, parse_args
+
+KINDS = ("sparse", "oracle", "oracle+sparse")
+ENV_NAME = "vlreward-oracle-shaping"
+
+
+@dataclass
+class Args:
+    """PPO runs per (reward kind, seed) on one task; the table gives steps to reach sparse's final success."""
+
+    env: str = arg("babyai", "environment suite")
+    task: str = arg("GoToRedBallNoDists", "task (BabyAI level / Meta-World task)")
+    steps: int = arg(30_000, "env steps per run")
+    seeds: int = arg(3, "runs per reward kind")
+    kinds: list[str] = arg(list(KINDS), "reward kinds", choices=list(KINDS))
+    scale: float = arg(1.0, "scale of the shaping term")
+    train_batch_size: int = arg(500, "env steps per PPO iteration")
+    out: str = arg("runs/bench/shaping_bound", "folder for curves.csv and curves.png")
+
+
+class OracleShaping(gym.Wrapper):
+    """reward = success (unless "oracle") + scale·(γ·p_{t+1} − p_t) with p = `info["progress"]` (unless "sparse")."""
+
+    def __init__(self, env: gym.Env, kind: str, scale: float, gamma: float = 0.99):
+        super().__init__(env)
+        self.kind, self.scale, self.gamma, self._progress = kind, scale, gamma, 0.0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._progress = float(np.nan_to_num(info["progress"]))
+        return obs, info
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        progress = float(np.nan_to_num(info["progress"]))
+        reward = 0.0 if self.kind == "oracle" else float(info["success"])
+        if self.kind != "sparse":
+            reward += self.scale * (self.gamma * progress - self._progress)
+        self._progress = progress
+        return obs, reward, terminated, truncated, info
+
+
+def make_shaped_env(env_config: dict) -> gym.Env:
+    from rl.train import make_training_env
+
+    return OracleShaping(make_training_env(env_config), env_config["kind"], env_config["scale"])
+
+
+def run(args: Args, kind: str, seed: int) -> list[dict]:
+    """One RLlib PPO run trained on the shaped env reward; `rl.train`'s curve rows."""
+    import time
+
+    import torch
+    from ray.tune.registry import register_env
+
+    from rl.connector import ServiceReward
+    from rl.mix import RewardMix
+    from rl.train import Args as TrainArgs
+    from rl.train import build_config, iteration_row
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    register_env(ENV_NAME, make_shaped_env)
+    train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size)
+    config = build_config(train_args, "sparse", seed, lambda: None)
+    env_config = {**config.env_config, "kind": kind, "scale": args.scale}
+    mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is
+    config = config.environment(ENV_NAME, env_config=env_config).learners(
+        learner_connector=lambda obs_space, act_space: ServiceReward(obs_space, act_space, mix=mix))
+    algo = config.build_algo()
+    rows = []
+    try:
+        for iteration in range(1, math.ceil(args.steps / args.train_batch_size) + 1):
+            start = time.perf_counter()
+            rows.append(iteration_row(kind, seed, iteration, algo.train(), time.perf_counter() - start))
+            if rows[-1]["env_steps"] >= args.steps:
+                break
+    finally:
+        algo.stop()
+    print(f"[{kind} seed {seed}] final success {rows[-1]['success_rate']:.2f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    args = parse_args(Args)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from rl.experiment import plot_curves, summarize
+    from rl.train import write_curves
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    out, rows = Path(args.out), []
+    for seed in range(args.seeds):
+        for kind in args.kinds:
+            rows += run(args, kind, seed)
+            write_curves(rows, out / "curves.csv")
+    print(summarize(rows))
+    print(f"curves: {plot_curves(rows, out / 'curves.png', f'{args.task}: sparse against oracle shaping')}")
+
+
+if __name__ == "__main__":
+    main()
