@@ -36,8 +36,11 @@ class Args:
     steps: int = arg(30_000, "env steps per run")
     seeds: int = arg(3, "runs per reward kind")
     kinds: list[str] = arg(list(KINDS), "reward kinds", choices=list(KINDS))
+    full_view: bool = arg(False, "BabyAI: also give the policy the whole grid (with the agent), not only its 7x7 "
+                          "egocentric view: is the shaping's progress visible to the policy?")
     scale: float = arg(1.0, "scale of the shaping term")
     train_batch_size: int = arg(500, "env steps per PPO iteration")
+    gae_lambda: float = arg(0.95, "GAE lambda (`vlreward rl --gae-lambda`; 1.0 = RLlib's own default)")
     out: str = arg("runs/bench/shaping_bound", "folder for curves.csv and curves.png")
 
 
@@ -63,10 +66,34 @@ class OracleShaping(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class FullView(gym.ObservationWrapper):
+    """BabyAI: append the whole grid's encoding (object, colour, state per cell; the agent as MiniGrid's
+    FullyObsWrapper draws it, with its direction) to the observation, scaled to [0, 1]."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        grid = env.unwrapped.grid
+        size = grid.width * grid.height * 3
+        low, high = env.observation_space.low, env.observation_space.high
+        self.observation_space = gym.spaces.Box(np.concatenate([low, np.zeros(size, np.float32)]),
+                                                np.concatenate([high, np.ones(size, np.float32)]), dtype=np.float32)
+
+    def observation(self, obs):
+        from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+
+        env = self.env.unwrapped
+        grid = env.grid.encode().astype(np.float32)
+        grid[env.agent_pos[0], env.agent_pos[1]] = (OBJECT_TO_IDX["agent"], COLOR_TO_IDX["red"], env.agent_dir)
+        return np.concatenate([obs, (grid / np.array([10.0, 5.0, 3.0], np.float32)).ravel()]).astype(np.float32)
+
+
 def make_shaped_env(env_config: dict) -> gym.Env:
     from rl.train import make_training_env
 
-    return OracleShaping(make_training_env(env_config), env_config["kind"], env_config["scale"])
+    env = make_training_env(env_config)
+    if env_config["full_view"]:
+        env = FullView(env)
+    return OracleShaping(env, env_config["kind"], env_config["scale"])
 
 
 def run(args: Args, kind: str, seed: int) -> list[dict]:
@@ -85,9 +112,10 @@ def run(args: Args, kind: str, seed: int) -> list[dict]:
     np.random.seed(seed)
     torch.manual_seed(seed)
     register_env(ENV_NAME, make_shaped_env)
-    train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size)
+    train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size,
+                           gae_lambda=args.gae_lambda)
     config = build_config(train_args, "sparse", seed, lambda: None)
-    env_config = {**config.env_config, "kind": kind, "scale": args.scale}
+    env_config = {**config.env_config, "kind": kind, "scale": args.scale, "full_view": args.full_view}
     mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is
     config = config.environment(ENV_NAME, env_config=env_config).learners(
         learner_connector=lambda obs_space, act_space: ServiceReward(obs_space, act_space, mix=mix))
