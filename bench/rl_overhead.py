@@ -3,9 +3,10 @@
 Starts its own local Ray, runs PPO with the env's own success reward before any Serve exists, then starts the
 vlreward app and runs, with the same sampler (same envs, same rendering, same batch):
 - the env reward again (Serve idle), with frames riding in the episodes and with frames dropped at episode end;
-- served rewards over HTTP and through a Serve deployment handle, each scored two ways: `env-runner` (each
-  episode submitted as it ends, sampling goes on, the learner waits only for what is still in flight) and
-  `learner` (frames ride with the episodes, one blocking `score_batch` per iteration: the older path).
+- served rewards over HTTP and through a Serve deployment handle, each scored three ways: `env-runner` (each
+  episode submitted as it ends, sampling goes on, the learner waits only for what is still in flight),
+  `segments` (the same, with running episodes sent every `--segment` steps) and `learner` (frames ride with the
+  episodes, one blocking `score_batch` per iteration: the older path).
 Per row: env steps/s, the ratio to env-reward PPO, the share of wall time the loop was blocked on rewards, and
 where the time went (sampling, learner update, CPU seconds burnt by Serve's processes and the rest of Ray).
 
@@ -49,7 +50,7 @@ class Args:
     rounds: int = arg(1, "rounds over the sources (alternating order); the tables show medians")
     train_batch_size: int = arg(1000, "env steps per iteration")
     num_envs: int = arg(8, "envs per env runner (one vector env)")
-    segment: int = arg(16, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
+    segment: int = arg(32, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
     port: int = arg(8401, "HTTP port of the bench's own service")
     out: str = arg("runs/bench/rl_overhead.json", "result JSON")
 

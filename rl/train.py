@@ -73,7 +73,7 @@ class Args:
                         choices=SCORE_IN)
     max_in_flight: int = arg(64, "env-runner path: episodes in flight per env runner before sampling waits")
     coalesce: int = arg(16, "env-runner path: episodes that end together share one HTTP request (up to this many)")
-    segment: int = arg(16, "env-runner path: send a running episode's frames every this many steps when the model "
+    segment: int = arg(32, "env-runner path: send a running episode's frames every this many steps when the model "
                        "scores in segments (LIV, progress), so little is left in flight when sampling ends; 0 = "
                        "whole episodes")
     relabel: str = arg("rollout", "sb3: 'rollout' scores episodes as they end while sampling goes on and adds the "
