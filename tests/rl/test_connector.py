@@ -519,7 +519,8 @@ def test_episodes_scored_in_segments_train_on_the_same_rewards_as_whole_episodes
         np.testing.assert_allclose(segmented, complete, rtol=1e-4, atol=1e-5)
     sent = parts_result["env_runners"]["vlreward/frames_submitted"]
     assert sent > whole_result["learners"]["vlreward/frames"]  # each later segment carried frame 0 again
-    assert parts_result["learners"]["vlreward/frames"] == sent
+    # what the learner got, and no more: a running episode that RLlib drops at the end of a sample() sent segments too
+    assert parts_result["learners"]["vlreward/frames"] <= sent
 
 
 def test_ppo_trains_on_scores_submitted_through_the_deployment_handle(service_url):
