@@ -499,19 +499,25 @@ def test_ppo_trains_on_scores_the_env_runner_submitted_over_http(service_url):
         algo.stop()
 
 
+def _one_http_iteration(service_url: str, **args) -> tuple[BatchRewardRecorder, EpisodeRecorder, dict]:
+    """One small PPO iteration scored by babyai-liv over HTTP (`Args` overridden by `args`): the recorders and
+    the result."""
+    args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, **args)
+    factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
+    algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
+    rewards, episodes = _record_batches(algo)
+    try:
+        return rewards, episodes, algo.train()
+    finally:
+        algo.stop()
+
+
 def test_episodes_scored_in_segments_train_on_the_same_rewards_as_whole_episodes(service_url):
     """Same seed, same first iteration: segments of 4 steps sent while sampling (babyai-liv scores in segments)
     give PPO the rewards that whole episodes get, and fewer episodes are left in flight when sampling ends."""
     runs = {}
     for segment in (0, 4):
-        args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, segment=segment)
-        factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
-        algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
-        rewards, _ = _record_batches(algo)
-        try:
-            result = algo.train()
-        finally:
-            algo.stop()
+        rewards, _, result = _one_http_iteration(service_url, segment=segment)
         runs[segment] = list(rewards.calls[-1].values()), result
     (whole, whole_result), (parts, parts_result) = runs[0], runs[4]
     assert [len(r) for r in parts] == [len(r) for r in whole]
@@ -537,15 +543,7 @@ def test_ppo_trains_on_scores_submitted_through_the_deployment_handle(service_ur
 
 def test_a_remote_env_runner_sends_only_the_scores(service_url):
     """With an env runner actor the episodes are pickled: each PendingScore travels as its score (no frames)."""
-    args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, num_env_runners=1, num_envs=4,
-                url=service_url)
-    factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
-    algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
-    rewards, episodes = _record_batches(algo)
-    try:
-        result = algo.train()
-    finally:
-        algo.stop()
+    rewards, episodes, result = _one_http_iteration(service_url, num_env_runners=1, num_envs=4, url=service_url)
     assert result["learners"]["vlreward/missing"] == 0  # resolved in the env runner before they travelled
     assert "frame" not in episodes.info_keys and all(isinstance(p, PendingScore) for p in episodes.pending)
     assert sum(len(r) - 1 for r in rewards.calls[-1].values()) >= 200
