@@ -12,7 +12,6 @@ and curve rows, built by `rl.train.build_config`), so the table and curves compa
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -35,13 +34,14 @@ class Args:
     task: str = arg("GoToRedBallNoDists", "task (BabyAI level / Meta-World task)")
     steps: int = arg(30_000, "env steps per run")
     seeds: int = arg(3, "runs per reward kind")
+    seed: int = arg(0, "first seed (seeds seed..seed+seeds-1)")
     kinds: list[str] = arg(list(KINDS), "reward kinds", choices=list(KINDS))
     full_view: bool = arg(False, "BabyAI: also give the policy the whole grid (with the agent), not only its 7x7 "
                           "egocentric view: is the shaping's progress visible to the policy?")
     scale: float = arg(1.0, "scale of the shaping term")
     train_batch_size: int = arg(500, "env steps per PPO iteration")
     gae_lambda: float = arg(0.95, "GAE lambda (`vlreward rl --gae-lambda`; 1.0 = RLlib's own default)")
-    out: str = arg("runs/bench/shaping_bound", "folder for curves.csv and curves.png")
+    out: str = arg("runs/bench/shaping_bound", "folder for the runs' CSVs (<kind>-seed<k>.csv) and curves.png")
 
 
 class OracleShaping(gym.Wrapper):
@@ -98,39 +98,26 @@ def make_shaped_env(env_config: dict) -> gym.Env:
 
 def run(args: Args, kind: str, seed: int) -> list[dict]:
     """One RLlib PPO run trained on the shaped env reward; `rl.train`'s curve rows."""
-    import time
-
     import torch
     from ray.tune.registry import register_env
 
     from rl.connector import ServiceReward
     from rl.mix import RewardMix
     from rl.train import Args as TrainArgs
-    from rl.train import build_config, iteration_row
+    from rl.train import build_config, run_iterations
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     register_env(ENV_NAME, make_shaped_env)
     train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size,
-                           gae_lambda=args.gae_lambda)
+                           gae_lambda=args.gae_lambda, steps=args.steps)
     config = build_config(train_args, "sparse", seed, lambda: None)
     env_config = {**config.env_config, "kind": kind, "scale": args.scale, "full_view": args.full_view}
     mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is
     config = config.environment(ENV_NAME, env_config=env_config).learners(
         learner_connector=lambda obs_space, act_space: ServiceReward(obs_space, act_space, mix=mix))
-    algo = config.build_algo()
-    rows = []
-    try:
-        for iteration in range(1, math.ceil(args.steps / args.train_batch_size) + 1):
-            start = time.perf_counter()
-            rows.append(iteration_row(kind, seed, iteration, algo.train(), time.perf_counter() - start))
-            if rows[-1]["env_steps"] >= args.steps:
-                break
-    finally:
-        algo.stop()
-    print(f"[{kind} seed {seed}] final success {rows[-1]['success_rate']:.2f}", flush=True)
-    return rows
+    return run_iterations(config.build_algo(), kind, seed, train_args)
 
 
 def main() -> None:
@@ -138,15 +125,20 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from rl.experiment import plot_curves, summarize
-    from rl.train import write_curves
+    from rl.experiment import plot_curves, read_curves, summarize
+    from rl.train import run_file, write_curves
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     out, rows = Path(args.out), []
-    for seed in range(args.seeds):
+    for seed in range(args.seed, args.seed + args.seeds):
         for kind in args.kinds:
-            rows += run(args, kind, seed)
-            write_curves(rows, out / "curves.csv")
+            done = out / run_file(kind, seed)
+            if done.exists():  # a campaign goes on from the runs already written
+                rows += read_curves(done)
+                continue
+            run_rows = run(args, kind, seed)
+            write_curves(run_rows, done)
+            rows += run_rows
     print(summarize(rows))
     print(f"curves: {plot_curves(rows, out / 'curves.png', f'{args.task}: sparse against oracle shaping')}")
 

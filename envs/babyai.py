@@ -7,10 +7,10 @@ frames in `info["frame"]`, as ORCA and VLC do on Meta-World (design.md §6).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
 import math
 import re
-from collections import deque
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids)
@@ -55,7 +55,7 @@ def paraphrases(mission: str) -> tuple[str, ...]:
 
 
 class BabyAIEnv(gym.Wrapper):
-    """Flat float32 state observations plus `info["frame"]`, `info["mission"]`, `info["success"]` and
+    """Flat float32 state observations plus `info["frame"]` (unless `render_size` is 0), `info["mission"]`, `info["success"]` and
     `info["progress"]` (the share of the bot's path closed since the reset, `path_progress`; NaN for missions
     without a single object to reach, so the key is a float in every info and vector envs can stack it).
 
@@ -88,8 +88,8 @@ class BabyAIEnv(gym.Wrapper):
 
     def _info(self, info: dict, success: bool) -> dict:
         progress = path_progress(self._start_path, remaining_path(self.unwrapped))
-        return {**info, "frame": self.render_frame(), "mission": self.unwrapped.mission, "success": bool(success),
-                "progress": progress}
+        frame = {"frame": self.render_frame()} if self.render_size else {}  # 0: no frames (nothing scores them)
+        return {**info, **frame, "mission": self.unwrapped.mission, "success": bool(success), "progress": progress}
 
     def render_frame(self) -> np.ndarray:
         """Top-down RGB view without the agent-view highlight: uint8 [render_size, render_size, 3]."""
@@ -103,33 +103,55 @@ class BabyAIEnv(gym.Wrapper):
 
 
 def remaining_path(env) -> int | None:
-    """Actions (turns, steps forward and the final pick-up or toggle) the agent still needs to do its mission's
-    object: the bot's remaining path, by breadth-first search over (cell, direction). None for missions with no single object to reach (put
-    next, sequences) or when no matching object is reachable."""
+    """Actions (turns, steps forward, toggles, pick-ups and the final pick-up or toggle) the agent still needs to do
+    its mission's object: a shortest path over (cell, direction, key carried). A closed door costs one toggle more;
+    a locked one opens only with a key of its colour, which the path may fetch first (one pick-up). None for missions
+    with no single object to reach (put next, sequences) or when no matching object is reachable."""
     instrs = env.instrs
     if not isinstance(instrs, (GoToInstr, PickupInstr, OpenInstr)):
         return None
-    if isinstance(instrs, PickupInstr) and env.carrying is not None and env.carrying in instrs.desc.obj_set:
+    carrying = env.carrying
+    if isinstance(instrs, PickupInstr) and carrying is not None and carrying in instrs.desc.obj_set:
         return 0
     targets = set(map(tuple, instrs.desc.obj_poss))
-    last_action = 0 if isinstance(instrs, GoToInstr) else 1  # picking up or opening takes one more action
+    held = carrying.color if carrying is not None and carrying.type == "key" else ""  # "": no key
+    hands_full = carrying is not None and held is None  # a non-key must be dropped before any pick-up
+
+    def finish(ahead, key) -> int | None:
+        """Actions to complete the mission when facing `ahead` (a target) with `key` carried; None if it cannot."""
+        if isinstance(instrs, GoToInstr):
+            return 0
+        if isinstance(instrs, OpenInstr):
+            door = env.grid.get(*ahead)
+            return 1 if not door.is_locked or key == door.color else None
+        return 1 + bool(key or hands_full)  # pick-up, after dropping what is carried
+
     steps = ((1, 0), (0, 1), (-1, 0), (0, -1))  # MiniGrid's directions: right, down, left, up
-    start = (*env.agent_pos, env.agent_dir)
-    seen, frontier = {start: 0}, deque([start])
+    start = (*env.agent_pos, env.agent_dir, held)
+    best, frontier = {start: 0}, [(0, start)]
     while frontier:
-        x, y, direction = state = frontier.popleft()
+        cost, state = heapq.heappop(frontier)
+        if cost > best[state]:
+            continue
+        x, y, direction, key = state
         ahead = (x + steps[direction][0], y + steps[direction][1])
-        if ahead in targets:
-            return seen[state] + last_action
-        nexts = [(x, y, (direction - 1) % 4), (x, y, (direction + 1) % 4)]
+        if ahead in targets and (done := finish(ahead, key)) is not None:
+            return cost + done
+        moves = [(1, (x, y, (direction - 1) % 4, key)), (1, (x, y, (direction + 1) % 4, key))]
         if 0 <= ahead[0] < env.width and 0 <= ahead[1] < env.height:
             obj = env.grid.get(*ahead)
             if obj is None or obj.can_overlap() or (obj.type == "door" and obj.is_open):
-                nexts.append((*ahead, direction))
-        for nxt in nexts:
-            if nxt not in seen:
-                seen[nxt] = seen[state] + 1
-                frontier.append(nxt)
+                moves.append((1, (*ahead, direction, key)))
+            elif obj.type == "door" and (not obj.is_locked or key == obj.color):
+                moves.append((2, (*ahead, direction, key)))  # toggle, then step through
+            elif obj.type == "key" and obj.color == key:  # the cell of the key now carried (picked up)
+                moves.append((1, (*ahead, direction, key)))
+            elif obj.type == "key" and not key:
+                moves.append((1 + hands_full, (x, y, direction, obj.color)))
+        for extra, nxt in moves:
+            if cost + extra < best.get(nxt, math.inf):
+                best[nxt] = cost + extra
+                heapq.heappush(frontier, (cost + extra, nxt))
     return None
 
 

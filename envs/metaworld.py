@@ -80,7 +80,7 @@ def _benchmark(task: str, benchmark_seed: int) -> metaworld.MT1:
 
 class MetaWorldEnv(gym.Env):
     """One Meta-World task with flat float32 state observations (39 values: hand, gripper, objects, goal),
-    actions in [-1, 1]^4 (hand xyz delta, gripper), and `info["frame"]`, `info["mission"]`, `info["success"]`,
+    actions in [-1, 1]^4 (hand xyz delta, gripper), and `info["frame"]` (unless `render_size` is 0), `info["mission"]`, `info["success"]`,
     `info["progress"]` next to Meta-World's own info keys.
 
     Rendering uses one `mujoco.Renderer` with shadows, reflections and multisampling off (~6x faster than
@@ -105,11 +105,12 @@ class MetaWorldEnv(gym.Env):
         self.env = _benchmark(self.task, self._seed // GOALS_PER_BENCHMARK).train_classes[f"{self.task}-v3"]()
         self.env.set_task(self._scene(self._seed))
         self.env.model.vis.quality.offsamples = 0  # no MSAA: the renderer's buffers are sized from this
-        self.renderer = mujoco.Renderer(self.env.model, render_size, render_size)
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
-            self.renderer.scene.flags[flag] = False
+        self.renderer = mujoco.Renderer(self.env.model, render_size, render_size) if render_size else None
+        if self.renderer is not None:  # render_size 0: no frames, no GL context (state-only training)
+            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
+                self.renderer.scene.flags[flag] = False
         # free the GL context while EGL is still loaded (a renderer left to interpreter exit errors on __del__)
-        self._close_renderer = weakref.finalize(self, self.renderer.close)
+        self._close_renderer = weakref.finalize(self, self.renderer.close) if self.renderer else lambda: None
         self.camera = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if self.camera < 0:
             raise ValueError(f"unknown camera {camera!r}")
@@ -149,7 +150,8 @@ class MetaWorldEnv(gym.Env):
     def _info(self, obs: np.ndarray, info: dict, success: bool) -> dict:
         self._solved = self._solved or success
         progress = 1.0 if self._solved else float(np.clip(1 - self._distance(obs, info) / self._start_distance, 0, 1))
-        return {**info, "frame": self.render(), "mission": self.mission, "success": success, "progress": progress}
+        frame = {"frame": self.render()} if self.renderer is not None else {}
+        return {**info, **frame, "mission": self.mission, "success": success, "progress": progress}
 
     def _distance(self, obs: np.ndarray, info: dict) -> float:
         """How far the task's object is from its target (Meta-World's obj_to_target, or the success test's)."""

@@ -84,9 +84,11 @@ class TaskSampler(gym.Env):
 
 def make_multitask_env(suite: str, tasks: Sequence[str], seed: int | None = None, render_size: int | None = None,
                        max_episode_steps: int = 0) -> gym.Env:
-    """The suite's env of one task, or a `TaskSampler` over several; `max_episode_steps` > 0 truncates episodes."""
+    """The suite's env of one task, or a `TaskSampler` over several; `max_episode_steps` > 0 truncates episodes.
+    `render_size` None: the suite's frame side; 0: no frames (a run that needs no reward model renders nothing)."""
     spec = get_suite(suite)
-    envs = [spec.make_env(task, seed=seed, render_size=render_size or spec.render_size) for task in tasks]
+    size = spec.render_size if render_size is None else render_size
+    envs = [spec.make_env(task, seed=seed, render_size=size) for task in tasks]
     if max_episode_steps:
         envs = [gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps) for env in envs]
     return envs[0] if len(envs) == 1 else TaskSampler(envs, seed, tasks)

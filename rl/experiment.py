@@ -1,14 +1,32 @@
-"""Learning curves of the sparse-vs-dense experiment: the seed-averaged curve, the summary table, the PNG."""
+"""The one protocol by which every learning-curve table is computed, and the plot beside it.
+
+Per run (one reward kind, one seed; one CSV row per PPO iteration):
+- a success point at iteration i is the share of successes among the episodes that finished in the trailing
+  `SMOOTH` iterations, widened further back until it holds at least `MIN_EPISODES` episodes (no point before a
+  run has finished that many). CSVs written before runs counted their episodes have no `episodes` column; their
+  points are the trailing mean of `success_rate` (RLlib's mean over the last 100 episodes) and the table says so.
+- steps to a threshold T: the env steps of the first point >= T. A run that never gets there counts its budget
+  (its last row's env steps) and is censored, which is conservative for the kind being compared to sparse.
+Per reward kind: the median over seeds with a bootstrap 95% interval (resampling seeds); the ratio to the
+baseline kind is the ratio of the medians, its interval from resampling the seeds of both kinds.
+
+    python -m rl.experiment docs/results/babyai-unlocklocal      # a folder of <kind>-seed<k>.csv: table + PNG
+"""
 
 from __future__ import annotations
 
+import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-
-SMOOTH = 3  # iterations in the trailing mean: one iteration's success rate covers only ~10-20 episodes
+SMOOTH = 3  # iterations pooled into one success point
+MIN_EPISODES = 32  # ... at least this many finished episodes per point
+THRESHOLDS = (0.7, 0.9)  # success levels whose first reach is compared
+TARGET_RATIO = 0.5  # issue 23: a dense kind reaches 0.7 in at most half of sparse's steps (bold only when met)
+BOOTSTRAP = 4000  # resamples per interval (seeded: tables regenerate identically)
 TASK_SUCCESS = "success_rate/"  # + task: per-task success columns of multi-task runs (rl.train.TASK_SUCCESS)
 
 
@@ -24,72 +42,189 @@ def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     return (sums[1:] - sums[starts]) / (np.arange(len(values)) + 1 - starts)
 
 
-def mean_curve(rows: Sequence[dict], reward: str, column: str = "success_rate") -> tuple[np.ndarray, np.ndarray]:
-    """(env_steps [I], success rate [I]) of `column`: per iteration the mean over seeds, then a trailing mean over
-    `SMOOTH` iterations; cut to the shortest run."""
-    runs: dict[int, list[dict]] = {}
+def counts_episodes(rows: Sequence[dict]) -> bool:
+    """Whether the rows count each iteration's finished episodes (else the legacy `success_rate` points)."""
+    return all(np.isfinite(row.get("episodes", np.nan)) for row in rows)
+
+
+def success_points(run: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps [I], success point [I]) of one run's rows in iteration order; nan where a point has fewer than
+    `MIN_EPISODES` episodes behind it."""
+    steps = np.array([row["env_steps"] for row in run], float)
+    if not counts_episodes(run):
+        return steps, trailing_mean(np.nan_to_num(np.array([row["success_rate"] for row in run], float)))
+    episodes = np.cumsum([0.0] + [row["episodes"] for row in run])
+    successes = np.cumsum([0.0] + [row["successes"] for row in run])
+    points = np.full(len(run), np.nan)
+    for i in range(len(run)):
+        start = max(i + 1 - SMOOTH, 0)
+        while start > 0 and episodes[i + 1] - episodes[start] < MIN_EPISODES:
+            start -= 1
+        pooled = episodes[i + 1] - episodes[start]
+        if pooled >= MIN_EPISODES:
+            points[i] = (successes[i + 1] - successes[start]) / pooled
+    return steps, points
+
+
+def steps_to(steps: np.ndarray, points: np.ndarray, threshold: float) -> tuple[float, bool]:
+    """(env steps of the first point >= threshold, True), or (the run's budget, False) when it never gets there."""
+    reached = np.flatnonzero(np.nan_to_num(points, nan=-1.0) >= threshold - 1e-9)
+    return (float(steps[reached[0]]), True) if len(reached) else (float(steps[-1]), False)
+
+
+def median_interval(values: Sequence[float], rng: np.random.Generator) -> tuple[float, float, float]:
+    """(median, 2.5th, 97.5th percentile of the bootstrap medians) over `values` (one per seed)."""
+    values = np.asarray(values, float)
+    medians = np.median(rng.choice(values, (BOOTSTRAP, len(values))), axis=1)
+    return float(np.median(values)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def ratio_interval(values: Sequence[float], baseline: Sequence[float], rng: np.random.Generator
+                   ) -> tuple[float, float, float]:
+    """(median(values) / median(baseline), 95% bootstrap interval), resampling the seeds of both."""
+    values, baseline = np.asarray(values, float), np.asarray(baseline, float)
+    ratios = (np.median(rng.choice(values, (BOOTSTRAP, len(values))), axis=1)
+              / np.median(rng.choice(baseline, (BOOTSTRAP, len(baseline))), axis=1))
+    return (float(np.median(values) / np.median(baseline)), float(np.percentile(ratios, 2.5)),
+            float(np.percentile(ratios, 97.5)))
+
+
+def runs_of(rows: Sequence[dict]) -> dict[str, dict[int, list[dict]]]:
+    """reward kind -> seed -> that run's rows, in first-seen order."""
+    runs: dict[str, dict[int, list[dict]]] = {}
     for row in rows:
-        if row["reward"] == reward:
-            runs.setdefault(row["seed"], []).append(row)
-    length = min(len(run) for run in runs.values())
-    steps = np.mean([[r["env_steps"] for r in run[:length]] for run in runs.values()], axis=0)
-    success = np.mean([[r.get(column, np.nan) for r in run[:length]] for run in runs.values()], axis=0)
-    return steps, trailing_mean(np.nan_to_num(success))
+        runs.setdefault(row["reward"], {}).setdefault(int(row["seed"]), []).append(row)
+    return runs
 
 
-def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float:
-    """Env steps at which the curve first reaches `target` (nan if it never does)."""
-    reached = np.flatnonzero(success >= target - 1e-9)
-    return float(steps[reached[0]]) if len(reached) else float("nan")
+@dataclass(frozen=True)
+class Reach:
+    """Steps to one threshold for one reward kind: median over seeds [interval], and the ratio to the baseline."""
+
+    threshold: float
+    median: float
+    low: float
+    high: float
+    reached: int  # seeds that got there (the others count their budget)
+    ratio: tuple[float, float, float] | None  # (ratio, low, high) to the baseline; None for the baseline itself
 
 
-def summarize(rows: Sequence[dict]) -> str:
-    """A markdown table: final success, steps to reach sparse's final success (and the ratio to sparse's steps),
-    env steps/s, and the share of wall time spent on rewards (gathering frames + waiting on the model)."""
-    rewards = list(dict.fromkeys(row["reward"] for row in rows))
-    curves = {reward: mean_curve(rows, reward) for reward in rewards}
-    target = curves["sparse"][1][-1] if "sparse" in curves else float("nan")
-    sparse_steps = curves["sparse"][0][-1] if "sparse" in curves else float("nan")
-    lines = [f"| reward | seeds | env steps | final success | steps to sparse's final ({target:.2f}) | ratio to sparse "
-             "| env steps/s | reward share of wall time |", "|---|---|---|---|---|---|---|---|"]
-    for reward, (steps, success) in curves.items():
-        own = [row for row in rows if row["reward"] == reward]
+@dataclass(frozen=True)
+class KindResult:
+    """The protocol's figures for one reward kind."""
+
+    reward: str
+    seeds: int
+    budget: float  # median env steps per run
+    final: float  # median over seeds of the last success point
+    reaches: tuple[Reach, ...]
+
+
+def compare(rows: Sequence[dict], thresholds: Sequence[float] = THRESHOLDS, baseline: str = "sparse"
+            ) -> list[KindResult]:
+    """The protocol over all runs in `rows`: one `KindResult` per reward kind, ratios to `baseline` if present."""
+    rng = np.random.default_rng(0)
+    runs = runs_of(rows)
+    curves = {reward: [success_points(run) for run in seeds.values()] for reward, seeds in runs.items()}
+    reach_steps = {reward: {t: [steps_to(s, p, t) for s, p in runs_curves] for t in thresholds}
+                   for reward, runs_curves in curves.items()}
+    results = []
+    for reward, seeds in runs.items():
+        reaches = []
+        for t in thresholds:
+            own = [steps for steps, _ in reach_steps[reward][t]]
+            ratio = None
+            if reward != baseline and baseline in reach_steps:
+                ratio = ratio_interval(own, [steps for steps, _ in reach_steps[baseline][t]], rng)
+            reaches.append(Reach(t, *median_interval(own, rng), sum(hit for _, hit in reach_steps[reward][t]), ratio))
+        results.append(KindResult(reward, len(seeds), float(np.median([s[-1] for s, _ in curves[reward]])),
+                                  float(np.median([np.nan_to_num(p[-1]) for _, p in curves[reward]])), tuple(reaches)))
+    return results
+
+
+def _steps(value: float) -> str:
+    return f"{value / 1000:.1f}k"
+
+
+def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
+    """The protocol's markdown table (steps to each threshold, ratio to `baseline`), with env steps/s and the share
+    of wall time blocked on rewards; a per-task table for multi-task runs."""
+    header = ["reward", "seeds", "steps/run", "final success"]
+    for t in THRESHOLDS:
+        header += [f"steps to {t:g} (reached)", f"ratio to {baseline} at {t:g}"]
+    header += ["env steps/s", "reward share of wall time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in compare(rows, baseline=baseline):
+        own = [row for row in rows if row["reward"] == result.reward]
         wall, reward_s = sum(r["time_s"] for r in own), sum(r["reward_s"] for r in own)
-        reach = steps_to_reach(steps, success, target)
-        total_steps = sum({r["seed"]: r["env_steps"] for r in own}.values())  # each run's last row
-        lines.append(f"| {reward} | {len({r['seed'] for r in own})} | {steps[-1]:.0f} | {success[-1]:.2f} | "
-                     f"{reach:.0f} | {reach / sparse_steps:.2f} | {total_steps / wall:.0f} | {reward_s / wall:.1%} |")
+        total_steps = sum(run[-1]["env_steps"] for run in runs_of(own)[result.reward].values())
+        cells = [result.reward, str(result.seeds), _steps(result.budget), f"{result.final:.2f}"]
+        for reach in result.reaches:
+            cells.append(f"{_steps(reach.median)} [{_steps(reach.low)}, {_steps(reach.high)}] "
+                         f"({reach.reached}/{result.seeds})")
+            if reach.ratio is None:
+                cells.append("1")
+            else:
+                ratio, low, high = reach.ratio
+                met = reach.threshold == THRESHOLDS[0] and ratio <= TARGET_RATIO
+                cells.append(f"{'**' * met}{ratio:.2f}{'**' * met} [{low:.2f}, {high:.2f}]")
+        cells += [f"{total_steps / wall:.0f}", f"{reward_s / wall:.1%}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not counts_episodes(rows):
+        lines.append(f"\nSuccess points: the trailing mean of {SMOOTH} iterations of RLlib's 100-episode success "
+                     "rate (these CSVs predate per-iteration episode counts).")
     tasks = task_columns(rows)
-    if tasks:  # one policy over several tasks: final success of each
+    if tasks:  # one policy over several tasks: final success of each (trailing mean of the windowed column)
         lines += ["", "| reward | " + " | ".join(f"final success: {t[len(TASK_SUCCESS):]}" for t in tasks) + " |",
                   "|---|" + "---|" * len(tasks)]
-        lines += [f"| {reward} | " + " | ".join(f"{mean_curve(rows, reward, t)[1][-1]:.2f}" for t in tasks) + " |"
-                  for reward in rewards]
+        for reward, seeds in runs_of(rows).items():
+            finals = [np.median([trailing_mean(np.nan_to_num([r.get(t, np.nan) for r in run]))[-1]
+                                 for run in seeds.values()]) for t in tasks]
+            lines.append(f"| {reward} | " + " | ".join(f"{final:.2f}" for final in finals) + " |")
     return "\n".join(lines)
 
 
+def mean_curve(runs: dict[int, list[dict]], column: str = "success_rate") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(env steps [I], mean success point over seeds [I], 95% bootstrap band [2, I]) cut to the shortest run.
+    `column` other than success_rate: a per-task column's trailing mean."""
+    length = min(len(run) for run in runs.values())
+    curves = []
+    for run in runs.values():
+        steps, points = success_points(run[:length]) if column == "success_rate" else (
+            np.array([r["env_steps"] for r in run[:length]], float),
+            trailing_mean(np.nan_to_num([r.get(column, np.nan) for r in run[:length]])))
+        curves.append((steps, points))
+    steps = np.mean([s for s, _ in curves], axis=0)
+    points = np.array([p for _, p in curves])
+    rng = np.random.default_rng(0)
+    resampled = points[rng.integers(len(points), size=(BOOTSTRAP // 4, len(points)))].mean(axis=1)
+    band = np.nanpercentile(resampled, [2.5, 97.5], axis=0) if np.isfinite(points).any() else np.zeros((2, length))
+    return steps, points.mean(axis=0), band
+
+
 def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
-    """Success rate against env steps, one line per reward (`mean_curve`; the band spans the seeds, unsmoothed)."""
+    """Success points against env steps: the mean over seeds per reward kind with its 95% bootstrap band, and the
+    protocol's thresholds; one more panel per task of a multi-task run."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = ["success_rate", *task_columns(rows)]  # all episodes, then one panel per task of a multi-task run
+    columns = ["success_rate", *task_columns(rows)]
     figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 3.8), squeeze=False)
     for axis, column in zip(axes[0], columns):
-        for reward in dict.fromkeys(row["reward"] for row in rows):
-            steps, success = mean_curve(rows, reward, column)
-            per_seed = {}
-            for row in rows:
-                if row["reward"] == reward:
-                    per_seed.setdefault(row["seed"], []).append(row.get(column, np.nan))
-            band = np.nan_to_num(np.array([run[:len(steps)] for run in per_seed.values()]))
-            seeds = len(per_seed)
-            axis.plot(steps, success, label=f"{reward} ({seeds} seed{'s' * (seeds > 1)})")
-            axis.fill_between(steps, band.min(0), band.max(0), alpha=0.15)
+        for reward, runs in runs_of(rows).items():
+            with warnings.catch_warnings():  # all-nan columns before the first MIN_EPISODES episodes
+                warnings.simplefilter("ignore", RuntimeWarning)
+                steps, mean, band = mean_curve(runs, column)
+            axis.plot(steps, mean, label=f"{reward} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            axis.fill_between(steps, band[0], band[1], alpha=0.15)
+        for threshold in THRESHOLDS:
+            axis.axhline(threshold, color="grey", lw=0.5, ls=":")
         panel = title if column == "success_rate" else f"{column[len(TASK_SUCCESS):]} (same policy)"
-        axis.set(xlabel="env steps", ylabel=f"success rate (mean of {SMOOTH} iterations)", title=panel, ylim=(0, 1.02))
+        axis.set(xlabel="env steps", ylabel="success (protocol points)", title=panel, ylim=(0, 1.02))
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -98,26 +233,31 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
 
 
 def read_curves(path: str | Path) -> list[dict]:
-    """Rows of a `curves.csv` written by `rl.train`, with numbers parsed."""
-    import csv
-
+    """Rows of one curves CSV written by `rl.train` or `bench.shaping_bound`, with numbers parsed."""
     with open(path, newline="") as f:
-        return [{k: v if k == "reward" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: v if k == "reward" else float(v) if v != "" else np.nan for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def read_runs(paths: Sequence[str | Path]) -> list[dict]:
+    """Rows of every CSV given, a folder standing for the CSVs in it (one per run: `<kind>-seed<k>.csv`)."""
+    files = [file for path in map(Path, paths) for file in (sorted(path.glob("*.csv")) if path.is_dir() else [path])]
+    return [row for file in files for row in read_curves(file)]
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Re-summarise and re-plot curves.csv files; several (e.g. sparse and dense run apart) make one figure."""
+    """Merge runs (folders of per-run CSVs, or CSV files) into the protocol's table and a PNG with interval bands."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m rl.experiment", description=main.__doc__)
-    parser.add_argument("curves", nargs="+", help="curves.csv files written by rl.train")
-    parser.add_argument("--out", default="", help="PNG to write (default: curves.png beside the first CSV)")
-    parser.add_argument("--title", default="", help="plot title (default: the first CSV's folder name)")
+    parser.add_argument("runs", nargs="+", help="folders of <kind>-seed<k>.csv, or curves CSV files")
+    parser.add_argument("--out", default="", help="PNG to write (default: curves.png in the first folder)")
+    parser.add_argument("--title", default="", help="plot title (default: the first folder's name)")
     args = parser.parse_args(argv)
-    rows = [row for path in args.curves for row in read_curves(path)]
-    first = Path(args.curves[0])
-    print(summarize(rows))
-    plot = plot_curves(rows, args.out or first.with_suffix(".png"), args.title or first.parent.name)
+    first = Path(args.runs[0])
+    folder = first if first.is_dir() else first.parent
+    print(summarize(read_runs(args.runs)))
+    plot = plot_curves(read_runs(args.runs), args.out or folder / "curves.png", args.title or folder.name)
     print(f"plot: {plot}")
     return plot
 

@@ -62,6 +62,7 @@ class CurveRows(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._rewards, self._dones, self._first_step = [], [], self.envs.steps
+        self._episodes, self._wins = 0, 0  # this rollout's finished episodes and successes (rl.experiment's points)
 
     def _on_step(self) -> bool:
         # a copy: SB3 adds the value bootstrap of truncated episodes into this array after the callbacks
@@ -71,6 +72,7 @@ class CurveRows(BaseCallback):
         self._solved |= [bool(info.get("is_success", False)) for info in self.locals["infos"]]
         for i in np.flatnonzero(dones):
             self._successes.append(bool(self._solved[i]))
+            self._episodes, self._wins = self._episodes + 1, self._wins + bool(self._solved[i])
             self._solved[i] = False
         return True
 
@@ -89,6 +91,7 @@ class CurveRows(BaseCallback):
             "reward": self.reward, "seed": self.seed, "iteration": len(self.rows) + 1,
             "env_steps": int(self.num_timesteps),
             "success_rate": float(np.mean(self._successes)) if self._successes else float("nan"),
+            "episodes": self._episodes, "successes": self._wins,
             "episode_return_mean": float(np.mean(env_returns)) if env_returns else float("nan"),
             "train_return_mean": float(np.mean(finished)) if finished else float("nan"),
             "time_s": now - self._mark, "reward_s": wait_s - self._wait_s,

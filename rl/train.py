@@ -6,8 +6,8 @@ default (`--score-in env-runner`) each env runner submits every finished episode
 the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the scores reach the learner, whose
 `ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
 ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
-Each (reward, seed) run adds rows to `curves.csv`; `curves.png` plots the success rate against env steps, averaged
-over seeds. `--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
+Each (reward, seed) run writes `<reward>-seed<k>.csv` as it ends; the summary and `curves.png` follow the one
+protocol of `rl.experiment` (steps to 0.7 and 0.9 success, median over seeds, ratio to sparse, intervals). `--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
 
     python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
@@ -43,8 +43,8 @@ ENV_NAME = "vlreward-tasks"
 SCORE_IN = ("env-runner", "learner")
 LIBRARIES = ("rllib", "sb3")
 RELABEL = ("rollout", "step")
-CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episode_return_mean",
-                "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
+CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episodes", "successes",
+                "episode_return_mean", "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Args:
     gae_lambda: float = arg(0.95, "GAE lambda (0.95, SB3's and most PPO setups'; RLlib's own default 1.0 makes "
                             "the advantages Monte-Carlo returns, in which per-step rewards of value differences "
                             "telescope away: PPO learned 2x slower with it, sparse and dense alike)")
-    out: str = arg("runs/rl", "folder for curves.csv and curves.png")
+    out: str = arg("runs/rl", "folder for the runs' CSVs (<reward>-seed<k>.csv) and curves.png")
 
 
 def critic_input_size(model: str, default: int = 64) -> int:
@@ -126,6 +126,8 @@ def log_success(*, episode, metrics_logger=None, **kwargs) -> None:
     infos = episode.get_infos()
     success = float(any(info.get("success", False) for info in infos))
     metrics_logger.log_value("success_rate", success, window=100)
+    metrics_logger.log_value("episodes", 1, reduce="sum")  # this iteration's finished episodes and successes:
+    metrics_logger.log_value("successes", success, reduce="sum")  # the protocol's success points (rl.experiment)
     if "task" in infos[0]:
         metrics_logger.log_value(f"{TASK_SUCCESS}{infos[0]['task']}", success, window=100)
 
@@ -152,10 +154,10 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_training_env)
-    env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
-                  "render_size": args.render_size or critic_input_size(args.model),
-                  "max_episode_steps": args.max_episode_steps}
     mix = reward_mix(args, reward)
+    env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
+                  "render_size": (args.render_size or critic_input_size(args.model)) if mix.uses_model else 0,
+                  "max_episode_steps": args.max_episode_steps}
     if args.score_in not in SCORE_IN:
         raise ValueError(f"unknown score_in {args.score_in!r}; valid: {', '.join(SCORE_IN)}")
     in_runner = args.score_in == "env-runner"
@@ -196,6 +198,7 @@ def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: 
         "reward": reward, "seed": seed, "iteration": iteration,
         "env_steps": int(env_runners.get("num_env_steps_sampled_lifetime", 0)),
         "success_rate": float(env_runners.get("success_rate", np.nan)), **per_task,
+        "episodes": int(env_runners.get("episodes", 0)), "successes": int(env_runners.get("successes", 0)),
         "episode_return_mean": float(env_runners.get("episode_return_mean", np.nan)),
         "train_return_mean": float(learners.get("vlreward/mean_return", np.nan)),
         "time_s": time_s, "reward_s": reward_s,
@@ -209,7 +212,11 @@ def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # RLlib seeds its env runners and learner from config.debugging(seed)
-    algo = build_config(args, reward, seed, reward_model_factory).build_algo()
+    return run_iterations(build_config(args, reward, seed, reward_model_factory).build_algo(), reward, seed, args)
+
+
+def run_iterations(algo, reward: str, seed: int, args: Args) -> list[dict]:
+    """Train `algo` for `args.steps` env steps (then stop it); one printed curve row per iteration."""
     rows: list[dict] = []
     try:
         for iteration in range(1, math.ceil(args.steps / args.train_batch_size) + 1):
@@ -229,7 +236,8 @@ def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable
 
 
 def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = None) -> list[dict]:
-    """Every (reward, seed) run; writes `curves.csv`, `curves.png` and prints the summary. Returns all rows."""
+    """Every (reward, seed) run; writes `<reward>-seed<k>.csv` per run as it ends, then `curves.png` and the protocol's
+    summary (`rl.experiment`). Returns all rows."""
     import ray
 
     print("args:", dataclasses.asdict(args))
@@ -247,11 +255,17 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
         for reward in args.reward:
-            rows += run(args, reward, seed, factory)
-            write_curves(rows, out / "curves.csv")  # after every run: a stopped experiment keeps what it measured
+            run_rows = run(args, reward, seed, factory)
+            write_curves(run_rows, out / run_file(reward, seed))  # a stopped experiment keeps every finished run
+            rows += run_rows
     print(summarize(rows))
-    print(f"curves: {out / 'curves.csv'}, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")
+    print(f"runs: {out}/*.csv, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")
     return rows
+
+
+def run_file(reward: str, seed: int) -> str:
+    """The CSV of one run: `<reward>-seed<k>.csv` (`python -m rl.experiment FOLDER` merges a folder of them)."""
+    return f"{reward}-seed{seed}.csv"
 
 
 def write_curves(rows: Sequence[dict], path: Path) -> None:

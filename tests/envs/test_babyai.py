@@ -2,7 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.babyai import Episode, make_env, paraphrases, rollout
+from envs.babyai import Episode, make_env, paraphrases, remaining_path, rollout
 
 
 def test_observation_and_info_shapes():
@@ -114,3 +114,28 @@ def test_progress_info_stacks_in_a_vector_env_of_mixed_missions():
         *_, infos = envs.step(envs.action_space.sample())
     assert infos["progress"].dtype.kind == "f" and 0 <= infos["progress"][0] <= 1 and np.isnan(infos["progress"][1])
     envs.close()
+
+
+@pytest.mark.parametrize("task", ["UnlockLocal", "KeyCorridorS3R1", "GoToObjMaze"])
+def test_progress_crosses_closed_doors_and_fetches_the_key_of_a_locked_one(task):
+    """Multi-room levels: the path toggles closed doors, and a locked door's key is fetched first, so progress
+    exists from the reset and reaches 1 on the expert's success."""
+    for seed in range(2):
+        expert = rollout(task, seed, "expert")
+        assert expert.success and expert.progress[0] == 0 and expert.progress[expert.success_step] == 1
+
+
+def test_carrying_the_key_shortens_the_path_to_a_locked_door():
+    env = make_env("UnlockLocal", seed=0)
+    env.reset()
+    level = env.unwrapped
+    without = remaining_path(level)
+    key = next(obj for obj in level.grid.grid if obj is not None and obj.type == "key")
+    level.grid.set(*key.cur_pos, None)
+    level.carrying = key
+    assert 0 < remaining_path(level) < without
+
+
+def test_no_frames_when_render_size_is_0():
+    env = make_env("GoToRedBall", seed=0, render_size=0)
+    assert "frame" not in env.reset()[1] and "frame" not in env.step(2)[-1]

@@ -98,3 +98,9 @@ def test_rollout_is_deterministic(reach_env):
     assert np.array_equal(a.frames, b.frames) and np.array_equal(a.states, b.states)
     c = rollout("reach", 7, "noisy_expert", env=reach_env, max_steps=20, attempt=1)
     assert not np.array_equal(a.actions, c.actions)
+
+
+def test_no_frames_and_no_renderer_when_render_size_is_0():
+    env = make_env("drawer-open", seed=0, render_size=0)
+    assert env.renderer is None and "frame" not in env.reset()[1] and "frame" not in env.step(np.zeros(4))[-1]
+    env.close()

@@ -162,7 +162,7 @@ def test_bad_setups_raise(remote):
 
 def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path):
     """`train(Args(library="sb3"))`: SB3 PPO runs of sparse and dense (relabelled per rollout, in-process critic)
-    write the same curves.csv and curves.png as the RLlib runs."""
+    write the same per-run CSVs and curves.png as the RLlib runs."""
     import csv
 
     from rl.train import CURVE_FIELDS, Args, train
@@ -170,16 +170,19 @@ def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path)
     args = Args(library="sb3", tasks=["GoToRedBall"], reward=["sparse", "dense"], model="babyai-liv", url="",
                 steps=512, num_envs=4, train_batch_size=256, max_episode_steps=16, out=str(tmp_path))
     rows = train(args)
-    with open(tmp_path / "curves.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == CURVE_FIELDS
-        written = list(reader)
+    written = []
+    for name in ("sparse-seed0.csv", "dense-seed0.csv"):
+        with open(tmp_path / name, newline="") as f:
+            reader = csv.DictReader(f)
+            assert tuple(reader.fieldnames) == CURVE_FIELDS
+            written += list(reader)
     assert len(written) == len(rows) == 4 and [r["reward"] for r in written] == ["sparse"] * 2 + ["dense"] * 2
     for reward in ("sparse", "dense"):
         run = [row for row in rows if row["reward"] == reward]
         assert [row["env_steps"] for row in run] == [256, 512] and [row["iteration"] for row in run] == [1, 2]
         assert all(0.0 <= row["success_rate"] <= 1.0 and row["time_s"] > 0 for row in run)  # 16-step episodes end
         assert all(np.isfinite(row["train_return_mean"]) for row in run)
+        assert all(row["episodes"] == 16 and 0 <= row["successes"] <= 16 for row in run)  # 4 envs x 64 / 16 steps
     sparse, dense = rows[:2], rows[2:]
     assert all(row["frames"] == 0 and row["reward_s"] == 0 for row in sparse)  # no model, no frames sent
     assert all(row["frames"] >= 256 and row["frame_mb"] > 0 for row in dense)  # every step's frame + resets

@@ -1,4 +1,4 @@
-"""Language-conditioned PPO: the task embedding reaches the policy; the experiment's curve summary."""
+"""Language-conditioned PPO: the task embedding reaches the policy; success per task in the summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 
 from rewards.text import MINILM_DIM, shared_minilm
-from rl.experiment import main as experiment_main
 from rl.experiment import plot_curves, read_curves, summarize
 from rl.train import CURVE_FIELDS, Args, build_config, iteration_row, make_training_env, write_curves
 
@@ -47,7 +46,7 @@ def test_the_task_embedding_reaches_the_policy_observation(ray_cluster):
     algo.learner_group.foreach_learner(lambda learner: learner._learner_connector.append(recorder))
     try:
         assert algo.get_module().observation_space.shape == (7 * 7 * 3 + 4 + MINILM_DIM,)
-        algo.train()
+        row = iteration_row("sparse", 0, 1, algo.train(), 1.0)
     finally:
         algo.stop()
     observations = np.concatenate(recorder.observations)
@@ -56,29 +55,8 @@ def test_the_task_embedding_reaches_the_policy_observation(ray_cluster):
     distance = np.abs(observations[:, None, -MINILM_DIM:] - embeddings[None]).max(-1)
     assert distance.min(1).max() < 1e-5
     assert len(set(distance.argmin(1))) >= 2  # several tasks in one batch
-
-
-def test_summary_compares_steps_to_reach_sparses_final_success(tmp_path):
-    def run(reward, seed, success):
-        return [{"reward": reward, "seed": seed, "iteration": i + 1, "env_steps": 1000 * (i + 1), "success_rate": s,
-                 "time_s": 10.0, "reward_s": 2.0 * (reward != "sparse")} for i, s in enumerate(success)]
-
-    rows = (run("sparse", 0, [0.0, 0.1, 0.2, 0.4]) + run("sparse", 1, [0.0, 0.1, 0.2, 0.6])
-            + run("dense", 0, [0.2, 0.5, 0.7, 0.9]) + run("dense", 1, [0.0, 0.5, 0.7, 0.9]))
-    table = summarize(rows).splitlines()
-    # seed means 0, .1, .2, .5 (sparse) and .1, .5, .7, .9 (dense); trailing 3-iteration means end at .27 and .70
-    assert "steps to sparse's final (0.27)" in table[0]
-    assert table[2].startswith("| sparse | 2 | 4000 | 0.27 | 4000 | 1.00 | 100 | 0.0% |")
-    assert table[3].startswith("| dense | 2 | 4000 | 0.70 | 2000 | 0.50 | 100 | 20.0% |")
-    assert plot_curves(rows, tmp_path / "curves.png", "test").stat().st_size > 1000
-
-    # runs written apart (sparse in one folder, dense in another) merge into one table and figure
-    for reward in ("sparse", "dense"):
-        write_curves([dict.fromkeys(CURVE_FIELDS, 0) | row for row in rows if row["reward"] == reward],
-                     tmp_path / reward / "curves.csv")
-    merged = experiment_main([str(tmp_path / "sparse" / "curves.csv"), str(tmp_path / "dense" / "curves.csv"),
-                              "--out", str(tmp_path / "merged.png")])
-    assert merged.read_bytes().startswith(b"\x89PNG")
+    # the iteration's finished episodes (8-step limit: at least 64 / 8) and successes, for rl.experiment's points
+    assert row["episodes"] >= 8 and 0 <= row["successes"] <= row["episodes"]
 
 
 def test_a_multi_task_run_reports_success_per_task(tmp_path):
