@@ -7,7 +7,8 @@ the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the sc
 `ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
 ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
 Each (reward, seed) run writes `<reward>-seed<k>.csv` as it ends; the summary and `curves.png` follow the one
-protocol of `rl.experiment` (steps to 0.7 and 0.9 success, median over seeds, ratio to sparse, intervals). `--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
+protocol of `rl.experiment` (steps to 0.7 and 0.9 success, median over seeds, ratio to sparse, intervals).
+`--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
 
     python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
@@ -56,7 +57,7 @@ class Args:
     env: str = arg("babyai", "environment suite", choices=list(SUITES))
     tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
     reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
-    model: str = arg("babyai-liv", "reward model name or checkpoint directory")
+    model: str = arg("babyai-progress", "reward model name or checkpoint directory (default: `vlreward serve`'s)")
     url: str = arg("", "reward service: http(s) URL, 'handle' (Serve deployment on this Ray cluster), '' in-process")
     steps: int = arg(20_000, "env steps per run")
     seeds: int = arg(1, "runs per reward, seeds seed..seed+seeds-1")
