@@ -37,3 +37,43 @@ def relative_change(reference: np.ndarray, changed: np.ndarray) -> float:
     reference, changed = np.asarray(reference, dtype=float), np.asarray(changed, dtype=float)
     scale = np.abs(reference).sum()
     return float(np.abs(changed - reference).sum() / scale) if scale > 0 else 0.0
+
+
+class RewardAudit:
+    """A rolling audit of a learned reward against the env's success, over the last `window` episodes: does a policy
+    trained on it find episodes the reward pays for that fail (its blind spots)?
+
+    `reward_auroc`: AUROC of the episode return, successes against failures. `false_pay_rate`: the share of failures
+    paid more than the median success. Both NaN until the window holds a success and a failure.
+
+        >>> audit = RewardAudit()
+        >>> for episode_return, success in [(0.9, True), (0.8, True), (0.1, False), (0.95, False)]:
+        ...     audit.add(episode_return, success)
+        >>> audit.reward_auroc, audit.false_pay_rate
+        (0.5, 0.5)
+    """
+
+    def __init__(self, window: int = 256):
+        self.window = window
+        self.returns: list[float] = []
+        self.successes: list[bool] = []
+
+    def add(self, episode_return: float, success: bool) -> None:
+        self.returns = [*self.returns, float(episode_return)][-self.window:]
+        self.successes = [*self.successes, bool(success)][-self.window:]
+
+    def _split(self) -> tuple[np.ndarray, np.ndarray]:
+        returns, successes = np.array(self.returns), np.array(self.successes, bool)
+        return returns[successes], returns[~successes]
+
+    @property
+    def reward_auroc(self) -> float:
+        positives, negatives = self._split()
+        return auroc(positives, negatives) if len(positives) and len(negatives) else float("nan")
+
+    @property
+    def false_pay_rate(self) -> float:
+        positives, negatives = self._split()
+        if not (len(positives) and len(negatives)):
+            return float("nan")
+        return float((negatives > np.median(positives)).mean())

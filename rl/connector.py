@@ -27,6 +27,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 
 from rewards import ModelNotReadyError
 from rewards.base import RewardModel, Score
+from rewards.metrics import RewardAudit
 from rl.mix import RewardMix, RunningStd
 from rl.submission import SCORE_KEY, PendingScore
 
@@ -67,7 +68,8 @@ class ServiceReward(ConnectorV2):
 
     `reward_model_factory` (frames path only) is called lazily in the learner process (once it succeeds), so an HTTP
     client, a Serve deployment handle or an in-process model all work and nothing unpicklable travels with the config.
-    After each call `last_scores` holds the `Score`s, `last_rewards` maps episode id -> rewards[T] written and
+    `audit` (`rewards.metrics.RewardAudit`) keeps the model's episode returns against success over the last episodes;
+    its AUROC and false-pay rate reach the curve rows. After each call `last_scores` holds the `Score`s, `last_rewards` maps episode id -> rewards[T] written and
     `last_cost` the frames' cost (count, bytes; seconds to gather and score, or to wait and how many were missing).
     """
 
@@ -80,6 +82,7 @@ class ServiceReward(ConnectorV2):
         self.ready_wait_s = ready_wait_s
         self.collect_timeout_s = collect_timeout_s
         self.return_std = RunningStd()
+        self.audit = RewardAudit()  # the model's episode returns against success: the policy finding blind spots
         self._model: RewardModel | None = None
         self.last_scores: list[Score] = []
         self.last_rewards: dict[str, np.ndarray] = {}
@@ -119,6 +122,8 @@ class ServiceReward(ConnectorV2):
                 raise ValueError(f"reward model returned {len(scores)} scores for {len(sa_episodes)} episodes")
 
         dense = [self._checked_dense(score, len(success)) for score, success in zip(scores, successes)]
+        for score, success in zip(scores, successes):
+            self.audit.add(float(np.sum(score.rewards)), bool(np.any(success > 0)))
         if dense and self.mix.normalize:
             self.return_std.update([float(d.sum()) for d in dense])
             dense = [d / self.return_std.std for d in dense]
@@ -133,6 +138,9 @@ class ServiceReward(ConnectorV2):
             metrics.log_value("vlreward/mean_return", float(np.mean(returns)), window=1)
             for key, value in self.last_cost.items():
                 metrics.log_value(f"vlreward/{key}", value, window=1)
+            if scores:
+                metrics.log_value("vlreward/reward_auroc", self.audit.reward_auroc, window=1)
+                metrics.log_value("vlreward/false_pay_rate", self.audit.false_pay_rate, window=1)
         return batch
 
     def _sparse(self, episode, num_steps: int) -> np.ndarray:

@@ -4,7 +4,8 @@ Per run (one reward kind, one seed; one CSV row per PPO iteration):
 - a success point at iteration i is the share of successes among the episodes that finished in the trailing
   `SMOOTH` iterations, widened further back until it holds at least `MIN_EPISODES` episodes (no point before a
   run has finished that many). CSVs written before runs counted their episodes have no `episodes` column; their
-  points are the trailing mean of `success_rate` (RLlib's mean over the last 100 episodes) and the table says so.
+  points are the trailing mean of `success_rate` (the success share RLlib reports per iteration, measured here to
+  equal successes / episodes of the iteration; SB3 rows: the last 100 episodes) and the table says so.
 - steps to a threshold T: the env steps of the first point >= T. A run that never gets there counts its budget
   (its last row's env steps) and is censored, which is conservative for the kind being compared to sparse.
 Per reward kind: the median over seeds with a bootstrap 95% interval (resampling seeds); the ratio to the
@@ -142,6 +143,13 @@ def compare(rows: Sequence[dict], thresholds: Sequence[float] = THRESHOLDS, base
     return results
 
 
+def _last_audit(runs: dict[int, list[dict]], column: str) -> str:
+    """Median over seeds of a run's last finite audit figure; "–" for runs without one (sparse)."""
+    last = [next((row[column] for row in reversed(run) if np.isfinite(row.get(column, np.nan))), np.nan)
+            for run in runs.values()]
+    return f"{np.nanmedian(last):.2f}" if np.isfinite(last).any() else "–"
+
+
 def _steps(value: float) -> str:
     return f"{value / 1000:.1f}k"
 
@@ -153,6 +161,9 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
     for t in THRESHOLDS:
         header += [f"steps to {t:g} (reached)", f"ratio to {baseline} at {t:g}"]
     header += ["env steps/s", "reward share of wall time"]
+    audited = any(np.isfinite(row.get("reward_auroc", np.nan)) for row in rows)
+    if audited:  # learned-reward runs: the live audit's last figures (rewards.metrics.RewardAudit)
+        header += ["reward AUROC (last)", "false-pay rate (last)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in compare(rows, baseline=baseline):
         own = [row for row in rows if row["reward"] == result.reward]
@@ -169,10 +180,12 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
                 met = reach.threshold == THRESHOLDS[0] and ratio <= TARGET_RATIO
                 cells.append(f"{'**' * met}{ratio:.2f}{'**' * met} [{low:.2f}, {high:.2f}]")
         cells += [f"{total_steps / wall:.0f}", f"{reward_s / wall:.1%}"]
+        if audited:
+            cells += [_last_audit(runs_of(own)[result.reward], column) for column in ("reward_auroc", "false_pay_rate")]
         lines.append("| " + " | ".join(cells) + " |")
     if not counts_episodes(rows):
-        lines.append(f"\nSuccess points: the trailing mean of {SMOOTH} iterations of RLlib's 100-episode success "
-                     "rate (these CSVs predate per-iteration episode counts).")
+        lines.append(f"\nSuccess points: the trailing mean of {SMOOTH} iterations' success_rate, whatever the episode "
+                     "count (these CSVs predate per-iteration episode counts).")
     tasks = task_columns(rows)
     if tasks:  # one policy over several tasks: final success of each (trailing mean of the windowed column)
         lines += ["", "| reward | " + " | ".join(f"final success: {t[len(TASK_SUCCESS):]}" for t in tasks) + " |",

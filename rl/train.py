@@ -45,7 +45,8 @@ SCORE_IN = ("env-runner", "learner")
 LIBRARIES = ("rllib", "sb3")
 RELABEL = ("rollout", "step")
 CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episodes", "successes",
-                "episode_return_mean", "train_return_mean", "time_s", "reward_s", "frames", "frame_mb")
+                "episode_return_mean", "train_return_mean", "time_s", "reward_s", "frames", "frame_mb",
+                "reward_auroc", "false_pay_rate")
 
 
 @dataclass
@@ -205,6 +206,9 @@ def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: 
         "time_s": time_s, "reward_s": reward_s,
         "frames": int(learners.get("vlreward/frames", 0)),
         "frame_mb": float(learners.get("vlreward/frame_bytes", 0.0)) / 2**20,
+        # the live reward-hacking audit (rewards.metrics.RewardAudit over the learner's last episodes)
+        "reward_auroc": float(learners.get("vlreward/reward_auroc", np.nan)),
+        "false_pay_rate": float(learners.get("vlreward/false_pay_rate", np.nan)),
     }
 
 

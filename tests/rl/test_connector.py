@@ -159,6 +159,25 @@ def test_dense_plus_sparse_adds_the_success_bonus_and_sparse_makes_no_call():
     np.testing.assert_allclose(episode.get_rewards(), [0.0, 0.0, 2.0])  # the success flag, not the env's 0.9
 
 
+def test_the_audit_logs_how_the_models_returns_rank_successes_against_failures():
+    """The live reward-hacking audit: the model's episode returns (here rising with the episode's length) against
+    success. A failure longer than the success is paid more: AUROC 0, every failure over the median success."""
+    class Metrics:
+        def __init__(self):
+            self.logged = {}
+
+        def log_value(self, key, value, **kwargs):
+            self.logged[key] = value
+
+    piece, metrics = ServiceReward(reward_model_factory=FrameMeanTestModel, mix=RewardMix()), Metrics()
+    episodes = [_episode(3, env_rewards=[0.0, 0.0, 1.0]), _episode(5)]
+    piece(rl_module=None, batch={}, episodes=episodes, shared_data={}, metrics=metrics)
+    assert (metrics.logged["vlreward/reward_auroc"], metrics.logged["vlreward/false_pay_rate"]) == (0.0, 1.0)
+    piece(rl_module=None, batch={}, episodes=[_episode(8, env_rewards=[0.0] * 7 + [1.0])], shared_data={},
+          metrics=metrics)  # a longer success: it now ranks above the failure for one pair of two
+    assert (metrics.logged["vlreward/reward_auroc"], metrics.logged["vlreward/false_pay_rate"]) == (0.5, 0.0)
+
+
 def test_the_env_reward_can_be_the_sparse_signal():
     episode = _episode(3, env_rewards=[0.0, 0.0, 0.9])
     episode.custom_data[SCORE_KEY] = PendingScore(_done(_expected_score(4)), 4, 192)

@@ -83,3 +83,12 @@ def test_the_merge_command_turns_a_folder_of_runs_into_the_table_and_a_png(tmp_p
     assert table[3].startswith("| sparse | 1 | 5.0k | 0.75 | 5.0k [5.0k, 5.0k] (1/1) | 1 | 5.0k [5.0k, 5.0k] (0/1) |")
     assert table[2].startswith("| dense | 1 | 5.0k | 0.75 | 1.0k [1.0k, 1.0k] (1/1) | **0.20** [0.20, 0.20] | "
                                "5.0k [5.0k, 5.0k] (0/1) | 1.00 [1.00, 1.00] | 100 | 20.0% |")
+
+
+def test_learned_reward_runs_report_the_audits_last_figures():
+    sparse = run("sparse", 0, [30] * 3)
+    dense = [row | {"reward_auroc": auroc, "false_pay_rate": pay}
+             for row, auroc, pay in zip(run("dense", 0, [30] * 3), [0.5, 0.9, np.nan], [0.4, 0.1, np.nan])]
+    table = summarize(sparse + dense).splitlines()
+    assert table[0].endswith("| reward AUROC (last) | false-pay rate (last) |")
+    assert table[2].endswith("| – | – |") and table[3].endswith("| 0.90 | 0.10 |")
