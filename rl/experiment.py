@@ -126,6 +126,7 @@ def compare(rows: Sequence[dict], thresholds: Sequence[float] = THRESHOLDS, base
     """The protocol over all runs in `rows`: one `KindResult` per reward kind, ratios to `baseline` if present."""
     rng = np.random.default_rng(0)
     runs = runs_of(rows)
+    runs = {reward: runs[reward] for reward in sorted(runs, key=lambda reward: reward != baseline)}  # baseline first
     curves = {reward: [success_points(run) for run in seeds.values()] for reward, seeds in runs.items()}
     reach_steps = {reward: {t: [steps_to(s, p, t) for s, p in runs_curves] for t in thresholds}
                    for reward, runs_curves in curves.items()}

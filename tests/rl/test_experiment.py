@@ -79,9 +79,9 @@ def test_the_merge_command_turns_a_folder_of_runs_into_the_table_and_a_png(tmp_p
     plot = main([str(tmp_path / "babyai-task")])
     assert plot == tmp_path / "babyai-task" / "curves.png" and plot.read_bytes().startswith(b"\x89PNG")
     table = capsys.readouterr().out.splitlines()
-    # files in name order; sparse's points 0, 0.12, 0.33, 0.58, 0.75 reach 0.7 at 5k; dense's first point at 1k; neither reaches 0.9
-    assert table[3].startswith("| sparse | 1 | 5.0k | 0.75 | 5.0k [5.0k, 5.0k] (1/1) | 1 | 5.0k [5.0k, 5.0k] (0/1) |")
-    assert table[2].startswith("| dense | 1 | 5.0k | 0.75 | 1.0k [1.0k, 1.0k] (1/1) | **0.20** [0.20, 0.20] | "
+    # sparse (the baseline) first; its points 0, 0.12, 0.33, 0.58, 0.75 reach 0.7 at 5k; dense's first point at 1k; neither reaches 0.9
+    assert table[2].startswith("| sparse | 1 | 5.0k | 0.75 | 5.0k [5.0k, 5.0k] (1/1) | 1 | 5.0k [5.0k, 5.0k] (0/1) |")
+    assert table[3].startswith("| dense | 1 | 5.0k | 0.75 | 1.0k [1.0k, 1.0k] (1/1) | **0.20** [0.20, 0.20] | "
                                "5.0k [5.0k, 5.0k] (0/1) | 1.00 [1.00, 1.00] | 100 | 20.0% |")
 
 
