@@ -24,10 +24,10 @@ from rewards import InvalidTaskError, InvalidVideoError, ModelNotReadyError
 from serve.decoding import IsolatedDecoder
 from serve.errors import install_error_handlers
 from serve.guards import BodyGuard, TokenGuard
-from serve.intake import Edge, eval_labels, task_list, text_goal
+from serve.intake import Edge, eval_labels, success_list, task_list, text_goal
 from serve.metrics import GatewayMetrics
-from serve.schemas import (BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse, ScoreResponse,
-                           StepResponse)
+from serve.schemas import (AuditResponse, BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse,
+                           ScoreResponse, StepResponse)
 from serve.status import ERROR_STATUS, error_headers
 from serve.wire import load_npy, pack_states, unpack_states
 
@@ -161,12 +161,23 @@ async def score_batch(
     trajectories: UploadFile = File(..., description=".npz of uint8 [T,H,W,3] arrays named 0..N-1"),
     tasks: str = Form(..., description="JSON list of N task strings (or of one, shared by all)"),
     model: str | None = Form(None),
+    successes: str | None = Form(None, description="optional JSON list of N booleans, each trajectory's success: "
+                                 "feeds the live reward audit (GET /v1/audit)"),
 ):
     name, handle = edge.model(model)
     arrays = await edge.trajectories(trajectories)
     goals = task_list(tasks, len(arrays))
+    reported = success_list(successes, len(arrays))
     results = await asyncio.gather(*(edge.ask(handle.score.remote(a, g)) for a, g in zip(arrays, goals)))
+    if reported is not None:
+        edge.audits.add(name, goals, [result.episode_return for result in results], reported)
     return BatchScoreResponse(model=name, results=results)
+
+
+@router.get("/v1/audit", response_model=AuditResponse,
+            summary="The live reward audit: per model and task, returns paid against the successes clients reported")
+async def audit(edge: EdgeDep):
+    return AuditResponse(audits=edge.audits.snapshot())
 
 
 @router.post("/v1/score/step", response_model=StepResponse,

@@ -158,11 +158,13 @@ class _Calls:
         return Call("POST", "/v1/score", to_score, {**data, "model": self.name},
                     {**files, "video": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")})
 
-    def _score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> Call:
+    def _score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal],
+                     successes: Sequence[bool] | None = None) -> Call:
         if not all(isinstance(goal, str) for goal in goals):
             raise InvalidTaskError("the batch route takes task strings; score demo or image goals one at a time")
+        reported = {} if successes is None else {"successes": json.dumps([bool(s) for s in successes])}
         return Call("POST", "/v1/score/batch", lambda body: [to_score(r) for r in body["results"]],
-                    {"tasks": json.dumps(list(goals)), "model": self.name},
+                    {"tasks": json.dumps(list(goals)), "model": self.name, **reported},
                     {"trajectories": ("batch.npz", npz_bytes(trajectories), "application/octet-stream")})
 
     def _score_steps(self, frames: np.ndarray, goals: Sequence[Goal], states: Sequence[StepState | None]) -> Call:
@@ -294,9 +296,11 @@ class RemoteRewardModel(_Calls, StreamingMixin):
         """Upload a video file as it is; the service decodes it."""
         return self._run(self._score_video(path, goal))
 
-    def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
-        """All trajectories in one request: the RL path."""
-        return self._run(self._score_batch(trajectories, goals))
+    def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal],
+                    successes: Sequence[bool] | None = None) -> list[Score]:
+        """All trajectories in one request: the RL path. `successes` (one per trajectory, optional) feeds the
+        service's live reward audit (`GET /v1/audit`)."""
+        return self._run(self._score_batch(trajectories, goals, successes))
 
     def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
                     states: Sequence[StepState | None]) -> tuple[np.ndarray, list[StepState | None]]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rewards import Goal, InvalidTaskError, InvalidVideoError, PayloadTooLargeError, UnknownModelError
 from rewards.preprocess import check_frames
 from rewards.video import decode_image
+from serve.audit import AuditBook
 from serve.decoding import IsolatedDecoder
 from serve.errors import from_ray
 from serve.metrics import GatewayMetrics, timer
@@ -33,6 +34,7 @@ class Edge:
     def __init__(self, model_handles: dict, settings: ApiSettings, decoder: IsolatedDecoder,
                  metrics: GatewayMetrics | None = None):
         self.handles, self.settings, self.decoder, self.metrics = model_handles, settings, decoder, metrics
+        self.audits = AuditBook(metrics.audit if metrics else None)  # returns paid against reported successes
 
     def model(self, name: str | None) -> tuple[str, Any]:
         """(name, handle) of the requested model, or of the default one."""
@@ -108,6 +110,19 @@ def task_list(tasks: str, count: int) -> list[str]:
     if not isinstance(parsed, list) or len(parsed) not in (1, count):
         raise InvalidTaskError(f"tasks must be a JSON list of 1 or {count} strings")
     return [text_goal(t if isinstance(t, str) else None) for t in parsed * (count // len(parsed))]
+
+
+def success_list(successes: str | None, count: int) -> list[bool] | None:
+    """The optional JSON list of `count` booleans that reports each trajectory's success (the live audit)."""
+    if successes is None:
+        return None
+    try:
+        parsed = json.loads(successes)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list) or len(parsed) != count or not all(isinstance(s, bool) for s in parsed):
+        raise InvalidTaskError(f"successes must be a JSON list of {count} booleans, one per trajectory")
+    return parsed
 
 
 def eval_labels(labels: str, arrays: list[np.ndarray]) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from ray.serve.metrics import Counter, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 FRAME_BUCKETS = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
@@ -26,7 +26,7 @@ def timer(observe):
 
 
 class GatewayMetrics:
-    """What the HTTP ingress sees: requests by route and status, and time spent decoding uploads."""
+    """What the HTTP ingress sees: requests by route and status, time spent decoding uploads, the live audit."""
 
     def __init__(self):
         self.requests = Counter("vlreward_requests", "HTTP requests by route and status", ("route", "status"))
@@ -34,6 +34,7 @@ class GatewayMetrics:
                                          LATENCY_BUCKETS_S, ("route",))
         self.decode_seconds = Histogram("vlreward_decode_latency_seconds", "time to decode one uploaded video or .npy",
                                         LATENCY_BUCKETS_S)
+        self.audit = AuditGauges()
 
     def request(self, route: str, status: int, seconds: float) -> None:
         self.requests.inc(tags={"route": route, "status": str(status)})
@@ -41,6 +42,22 @@ class GatewayMetrics:
 
     def decode(self, seconds: float) -> None:
         self.decode_seconds.observe(seconds)
+
+
+class AuditGauges:
+    """The live audit's figures per model and task (serve/audit.py): AUROC of paid returns, false-pay rate."""
+
+    def __init__(self):
+        self.auroc = Gauge("vlreward_reward_auroc", "AUROC of episode returns, reported successes against failures",
+                           ("model", "task"))
+        self.false_pay = Gauge("vlreward_false_pay_rate", "share of reported failures paid more than the median "
+                               "success", ("model", "task"))
+
+    def set(self, model: str, task: str, auroc: float, false_pay_rate: float) -> None:
+        tags = {"model": model, "task": task}
+        if auroc == auroc:  # NaN until the task has a success and a failure
+            self.auroc.set(auroc, tags=tags)
+            self.false_pay.set(false_pay_rate, tags=tags)
 
 
 class ModelMetrics:

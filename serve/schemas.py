@@ -31,6 +31,23 @@ class BatchScoreResponse(BaseModel):
     results: list[ScoreResponse]
 
 
+class TaskAudit(BaseModel):
+    """The live audit of one model on one task over its last reported episodes (serve/audit.py)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    task: str
+    episodes: int
+    successes: int
+    reward_auroc: float | None = Field(description="AUROC of episode returns, successes against failures")
+    false_pay_rate: float | None = Field(description="share of failures paid more than the median success")
+
+
+class AuditResponse(BaseModel):
+    audits: list[TaskAudit]
+
+
 class StepResponse(BaseModel):
     """The rewards for one new frame per stream, and the state each stream must send with its next frame."""
 

@@ -103,3 +103,30 @@ def test_async_submit_returns_awaitables_bounded_in_flight(service_url, random_f
         np.testing.assert_allclose(score.values, expected[: 2 + i % 4], atol=1e-5)
     np.testing.assert_allclose(batch[0].values, expected, atol=1e-5)
     assert step_rewards.tolist() == [0.0]
+
+
+def test_reported_successes_feed_the_live_reward_audit(service_url, random_frames):
+    """The RL side reports each trajectory's success with its frames; /v1/audit ranks the returns the service paid
+    against them, per model and task (a task of its own here, so other tests' requests do not mix in)."""
+    import httpx
+
+    client = RemoteRewardModel(service_url)
+    task = "go to the audited ball"
+    trajectories = [random_frames[: 3 + i] for i in range(4)]
+    scores = client.score_batch(trajectories, [task] * 4, successes=[True, False, True, False])
+    returns = np.array([score.episode_return for score in scores])
+    audits = {(a["model"], a["task"]): a for a in httpx.get(f"{service_url}/v1/audit").json()["audits"]}
+    audit = audits[(client.name, task)]
+    expected = rewards.metrics.RewardAudit()
+    for episode_return, success in zip(returns, [True, False, True, False]):
+        expected.add(episode_return, success)
+    assert (audit["episodes"], audit["successes"]) == (4, 2)
+    assert audit["reward_auroc"] == pytest.approx(expected.reward_auroc, abs=1e-4)
+    assert audit["false_pay_rate"] == pytest.approx(expected.false_pay_rate, abs=1e-4)
+    bad = httpx.post(f"{service_url}/v1/score/batch", data={"tasks": '["x"]', "successes": "[true]"},
+                     files={"trajectories": ("b.npz", b"not an npz")})
+    assert bad.status_code == 422
+    wrong = client._score_batch(trajectories[:1], [task], successes=[True])
+    wrong.data["successes"] = "[1]"  # not booleans
+    response = httpx.post(f"{service_url}/v1/score/batch", data=wrong.data, files=wrong.files)
+    assert response.status_code == 422 and "successes" in response.json()["error"]["message"]
