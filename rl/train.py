@@ -35,7 +35,7 @@ import torch
 from envs.suites import SUITES, make_multitask_env
 from rewards.base import RewardModel
 from rl.connector import ServiceReward
-from rl.experiment import TASK_SUCCESS, plot_curves, summarize
+from rl.experiment import TASK_SUCCESS, plot_curves, read_curves, summarize
 from rl.mix import MODES, SIGNALS, RewardMix
 from rl.submission import EpisodeScorer
 from rewards.args import arg, parse_args
@@ -260,8 +260,13 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
         for reward in args.reward:
+            done = out / run_file(reward, seed)
+            if done.exists():  # a campaign goes on from the runs already written (delete a CSV to rerun it)
+                print(f"[{reward} seed {seed}] kept {done}")
+                rows += read_curves(done)
+                continue
             run_rows = run(args, reward, seed, factory)
-            write_curves(run_rows, out / run_file(reward, seed))  # a stopped experiment keeps every finished run
+            write_curves(run_rows, done)  # a stopped experiment keeps every finished run
             rows += run_rows
     print(summarize(rows))
     print(f"runs: {out}/*.csv, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")

@@ -160,7 +160,7 @@ def test_bad_setups_raise(remote):
         PPO("MlpPolicy", VecNormalize(envs), n_steps=8, batch_size=8).learn(16, callback=envs.relabel_callback())
 
 
-def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path):
+def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path, monkeypatch):
     """`train(Args(library="sb3"))`: SB3 PPO runs of sparse and dense (relabelled per rollout, in-process critic)
     write the same per-run CSVs and curves.png as the RLlib runs."""
     import csv
@@ -187,6 +187,10 @@ def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path)
     assert all(row["frames"] == 0 and row["reward_s"] == 0 for row in sparse)  # no model, no frames sent
     assert all(row["frames"] >= 256 and row["frame_mb"] > 0 for row in dense)  # every step's frame + resets
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    # the same command again goes on from the runs written: nothing reruns
+    monkeypatch.setattr("rl.sb3_train.train_run", lambda *a: pytest.fail("a written run must not rerun"))
+    again = train(args)
+    assert [(r["reward"], r["env_steps"]) for r in again] == [(r["reward"], r["env_steps"]) for r in rows]
 
 
 def test_vlreward_rl_has_the_library_flag():
