@@ -183,6 +183,9 @@ CRAFTED_NPY = [
     ("header not a dict", b"\x93NUMPY\x01\x00\x10\x00" + b"[1, 2, 3]      \n"),
     ("unsupported version", b"\x93NUMPY\x09\x00" + npy_header((1, 2, 2, 3))[8:] + bytes(12)),
     ("object array (pickle)", object_array_npy()),
+    # not a Python literal: numpy re-reads it through `tokenize` (Python 2 files), which raises TokenError
+    ("header with an unclosed bracket", b"\x93NUMPY\x01\x00" + struct.pack("<H", 17) + b"{'descr': ('<f4'\n"),
+    ("header nested past the parser's stack", b"\x93NUMPY\x02\x00" + struct.pack("<I", 9001) + b"-" * 9000 + b"1"),
 ]
 
 
@@ -209,6 +212,23 @@ def npz_files() -> st.SearchStrategy[bytes]:
     plain = st.tuples(st.lists(st.one_of(frames(), arrays()), max_size=3), names).map(archive)
     liars = [deflated_npz({"0.npy": data}) for _, data in CRAFTED_NPY]
     return st.one_of(plain, plain.flatmap(mutated), st.sampled_from(liars))
+
+
+#: the keys the models' step states carry (LIV, progress, VLC, ORCA), and one no model carries
+STATE_KEYS = ["value", "start", "first", "frames", "recent", "log_coverage", "other"]
+
+
+def forged_states() -> st.SearchStrategy[bytes]:
+    """Step states as a client could forge them: arrays of any dtype and shape under the models' keys, under stream
+    names pack_states never writes, and members with lying headers."""
+    streams = st.sampled_from(["0", "0", "1", "00", "\u00b3", "-1", "0" * 5000])
+    names = st.tuples(streams, st.sampled_from(STATE_KEYS)).map(".".join)
+    float64s = hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=8),
+                          elements=st.floats())  # beyond float32's range (1e300), nan and inf among them
+    plain = st.dictionaries(names, st.one_of(arrays(), float64s), max_size=3).map(npz_bytes)
+    liars = st.tuples(st.sampled_from(STATE_KEYS), st.sampled_from([data for _, data in CRAFTED_NPY])).map(
+        lambda pair: deflated_npz({f"0.{pair[0]}.npy": pair[1]}))
+    return st.one_of(plain, liars)
 
 
 def goal_images() -> st.SearchStrategy[bytes]:
@@ -289,7 +309,7 @@ def step_requests(draw) -> FuzzRequest:
     import base64
 
     state = draw(st.one_of(st.just(""), st.text(max_size=40),
-                           npz_files().map(lambda data: base64.b64encode(data).decode())))
+                           st.one_of(npz_files(), forged_states()).map(lambda data: base64.b64encode(data).decode())))
     data = {"task": draw(TEXT), "state": state} | draw(optional_fields({"model": MODEL_FIELD}))
     return FuzzRequest("score step", "/v1/score/step", {"frames": ("f.npy", draw(npy_files()))}, data)
 
@@ -377,6 +397,19 @@ class Args:
     port: int = arg(8312, "port of the service this bench starts")
     seed: int = arg(0, "hypothesis seed")
     out: str = arg("runs/bench/fuzz.json", "JSON result file")
+
+
+def commit_seed() -> tuple[int, str]:
+    """A seed that changes with each commit, and where it came from: HEAD's hash, or the time where there is no git
+    checkout. The CI sample draws from it, so every commit fuzzes a new sample (replay one with its printed seed)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = ""
+    if re.fullmatch(r"[0-9a-f]{40,64}", head):
+        return int(head[:8], 16), f"commit {head[:12]}"
+    return int(time.time()), "time (no git checkout)"
 
 
 def run_hypothesis(strategy, examples: int, seed: int, test) -> None:

@@ -98,13 +98,20 @@ class StreamingMixin:
 
 
 def state_array(state: StepState, key: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    """`state[key]` as float32 of the given shape (None = any length), or InvalidStateError naming what is wrong."""
+    """`state[key]` as float32 of the given shape (None = any length), or InvalidStateError naming what is wrong.
+
+    Finite means finite as float32: a float64 beyond float32's range (1e300) would become inf on the cast.
+    """
     array = state.get(key) if isinstance(state, dict) else None
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(array.shape, shape)) or not np.isfinite(array).all():
+    floats = isinstance(array, np.ndarray) and array.dtype.kind == "f"
+    if floats:
+        with np.errstate(over="ignore"):
+            cast = array.astype(np.float32, copy=False)
+    if not floats or array.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(array.shape, shape)) or not np.isfinite(cast).all():
         got = f"{array.dtype} {list(array.shape)}" if isinstance(array, np.ndarray) else type(array).__name__
         raise InvalidStateError(f"state[{key!r}] must be finite floats of shape {list(shape)}; got {got}")
-    return array.astype(np.float32, copy=False)
+    return cast
 
 
 def check_task_text(goal: str) -> str:

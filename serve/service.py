@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rewards import (Goal, GoalEmbedding, InvalidTaskError, RewardModel, Score, StepState, VLRewardError, goal_digest,
-                     goal_kind)
+from rewards import (Goal, GoalEmbedding, InvalidStateError, InvalidTaskError, RewardModel, Score, StepState,
+                     VLRewardError, goal_digest, goal_kind)
 from rewards.base import StreamingRewardModel, scores_in_segments
 from serve.schemas import EmbedResponse, ModelInfo
 
@@ -82,6 +82,11 @@ class RewardService:
         goals = [self.embed_goal(goal) for item in items for goal in item[1]]
         states = [state for item in items for state in item[2]]
         rewards, next_states = self.model.score_steps(frames, goals, states)
+        forged = [i for i, (reward, state) in enumerate(zip(rewards, states)) if state is not None
+                  and not np.isfinite(reward)]
+        if forged:  # finite but absurd arrays (3e38) pass state_array; no state the model returned does this
+            raise InvalidStateError(f"the state of stream {forged[0]} gives a non-finite reward: it is not one "
+                                    f"{self.model.name} returned")
         results, start = [], 0
         for item in items:
             end = start + len(item[0])

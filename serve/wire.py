@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import lzma
 import math
+import tokenize
 import zipfile
 import zlib
 from typing import BinaryIO, Sequence
@@ -29,13 +31,23 @@ def npz_bytes(arrays: Sequence[np.ndarray] | dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+#: What numpy's .npy header parser raises besides ValueError. A header that is not a Python literal is re-read
+#: through `tokenize` (for files written by Python 2): an unclosed bracket raises TokenError, bad indentation
+#: IndentationError; deep nesting in the (at most 10,000-character) header overflows the parser's stack as
+#: RecursionError or MemoryError.
+HEADER_PARSER_ERRORS = (tokenize.TokenError, SyntaxError, RecursionError, MemoryError)
+
+
 def check_npy_header(stream: BinaryIO, available: int, name: str = "frames") -> None:
     """Refuse a .npy whose header claims more bytes than it holds, before numpy allocates the claimed shape."""
     version = np.lib.format.read_magic(stream)
     if version not in ((1, 0), (2, 0)):
         raise ValueError(f"unsupported .npy format version {version}")
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(stream)
+    try:
+        shape, _, dtype = read_header(stream)
+    except HEADER_PARSER_ERRORS as error:
+        raise ValueError(f"{name} has a malformed .npy header ({type(error).__name__})") from None
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > available - stream.tell():
         raise ValueError(f"{name} claims shape {list(shape)} of {dtype} ({claimed} bytes) but holds "
@@ -61,12 +73,15 @@ def read_npz(data: bytes, what: str) -> dict[str, np.ndarray]:
             for member in archive.infolist():
                 if not member.filename.endswith(".npy"):
                     raise ValueError(f"member {member.filename!r} is not a .npy")
+                if member.flag_bits & 0x1:  # zipfile raises RuntimeError on opening it
+                    raise ValueError(f"member {member.filename!r} is encrypted")
                 with archive.open(member) as stream:
                     check_npy_header(stream, member.file_size, member.filename)
                 with archive.open(member) as stream:
                     arrays[member.filename[: -len(".npy")]] = np.lib.format.read_array(stream, allow_pickle=False)
             return arrays
-    except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, ValueError, OSError,
+            EOFError) as error:
         raise ValueError(f"{what} is not a readable .npz archive: {error}") from None
 
 
@@ -91,7 +106,10 @@ def pack_states(states: Sequence[StepState | None]) -> str:
 
 
 def unpack_states(text: str | None, count: int) -> list[StepState | None]:
-    """The inverse of `pack_states` for `count` streams; empty text means every stream starts now."""
+    """The inverse of `pack_states` for `count` streams; empty text (or an archive with no arrays) means every
+    stream starts now. InvalidStateError for anything `pack_states` cannot have written: not base64, not a sound
+    .npz of plain arrays, or an array not named "<stream>.<key>" with <stream> one of "0".."count-1". Whether the
+    arrays are the ones a model carries is the model's to check (rewards.base.state_array)."""
     states: list[StepState | None] = [None] * count
     if not text:
         return states
@@ -99,9 +117,11 @@ def unpack_states(text: str | None, count: int) -> list[StepState | None]:
         arrays = read_npz(base64.b64decode(text, validate=True), "state")
     except (ValueError, binascii.Error) as error:
         raise InvalidStateError(f"state is not one this service returned: {error}") from None
+    streams = {str(i): i for i in range(count)}  # the names pack_states writes: no "01", "³" or 5,000 digits
     for name, array in arrays.items():
         stream, _, key = name.partition(".")
-        if not (stream.isdigit() and int(stream) < count and key):
-            raise InvalidStateError(f"state names stream {stream!r}, but there are {count}")
-        states[int(stream)] = {**(states[int(stream)] or {}), key: array}
+        if stream not in streams or not key:
+            raise InvalidStateError(f"state names stream {stream[:20]!r} and key {key[:20]!r}, but there are "
+                                    f"{count} streams, named 0..{count - 1}")
+        states[streams[stream]] = {**(states[streams[stream]] or {}), key: array}
     return states

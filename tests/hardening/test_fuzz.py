@@ -1,23 +1,43 @@
 """Bad input never breaks the live service: a small CI sample of bench/fuzz.py's generated requests, the OpenAPI
 schema's cases, every codec of the media corpus and hand-made lying headers. Each answer is a well-formed
-result or JSON 4xx, and the replica that served them is the same process afterwards."""
+result or JSON 4xx, and the replica that served them is the same process afterwards.
+
+The sample's seed changes with each commit (bench.fuzz.commit_seed), so every commit fuzzes new requests; it is
+printed and named in every failure. Replay a failure with the seed it names:
+
+    VLREWARD_FUZZ_SEED=<seed> pytest tests/hardening/test_fuzz.py -k "generated or schema"
+"""
 
 from __future__ import annotations
+
+import os
 
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 
-from bench.fuzz import (CRAFTED_NPY, SOURCE_POSITION, deflated_npz, fuzz_requests, good_request_succeeds, media_corpus,
-                        problems, result_keys, schema_cases, serving_pids)
+from bench.fuzz import (CRAFTED_NPY, SOURCE_POSITION, commit_seed, deflated_npz, fuzz_requests, good_request_succeeds,
+                        media_corpus, problems, result_keys, schema_cases, serving_pids)
 from serve.client import npy_bytes, npz_bytes
 
-CI_SAMPLE = settings(max_examples=40, deadline=None, database=None, derandomize=True,
-                     suppress_health_check=list(HealthCheck))
+# ---- the sample's seed: VLREWARD_FUZZ_SEED replays one; otherwise each commit draws its own ----------------------
+FUZZ_SEED, SEED_SOURCE = ((int(os.environ["VLREWARD_FUZZ_SEED"]), "VLREWARD_FUZZ_SEED")
+                          if os.environ.get("VLREWARD_FUZZ_SEED") else commit_seed())
+REPLAY = f'fuzz seed {FUZZ_SEED} ({SEED_SOURCE}); replay: VLREWARD_FUZZ_SEED={FUZZ_SEED} pytest ' \
+         f'tests/hardening/test_fuzz.py -k "generated or schema"'
+CI_SAMPLE = settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 #: decord reads these from bytes (GIFs go through Pillow); the rest of the corpus must be refused with a 422
 DECODABLE = {"h264.mp4", "h264-10bit-444.mp4", "hevc.mp4", "vp9.webm", "mpeg4.avi", "mjpeg.avi", "ffv1.mkv",
              "prores.mov", "odd-63x65.mkv", "one-frame.mp4", "animated.gif"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def announce_seed(request):
+    """The seed on the terminal, past pytest's capture, whether the run passes or fails."""
+    with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{REPLAY}")
+
 
 @pytest.fixture(scope="module")
 def http(service_url):
@@ -40,19 +60,21 @@ def replicas_survive(service_url, http):
     assert before and before == serving_pids()
 
 
+@seed(FUZZ_SEED)
 @CI_SAMPLE
 @given(request=fuzz_requests())
 def test_generated_requests_get_results_or_json_errors(http, required, request):
     found = problems(request.send(http), required[request.path])
-    assert not found, found
+    assert not found, f"{request!r}: {found} ({REPLAY})"
 
 
 def test_schema_cases_get_results_or_json_errors(service_url, required):
+    @seed(FUZZ_SEED)
     @CI_SAMPLE
     @given(case=schema_cases(service_url))
     def check(case):
         found = problems(case.call(base_url=service_url, timeout=120), required.get(case.path, set()))
-        assert not found, found
+        assert not found, f"{case.as_curl_command()}: {found} ({REPLAY})"
 
     check()
 
@@ -106,6 +128,18 @@ def test_a_broken_step_state_is_refused(http):
     response = http.post("/v1/score/step", files={"frames": ("f.npy", npy_bytes(np.zeros((1, 8, 8, 3), np.uint8)))},
                          data={"task": "go to the red ball", "state": state})
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("name, data", CRAFTED_NPY)
+def test_lying_step_state_members_are_refused(http, name, data):
+    """A state member with a lying header (issue 26: one numpy tokenizes raised TokenError, a 500)."""
+    import base64
+
+    state = base64.b64encode(deflated_npz({"0.value.npy": data})).decode()
+    response = http.post("/v1/score/step", files={"frames": ("f.npy", npy_bytes(np.zeros((1, 8, 8, 3), np.uint8)))},
+                         data={"task": "go to the red ball", "state": state})
+    assert not problems(response)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_state", response.text
 
 
 def test_decoder_errors_name_no_source_positions(http):
