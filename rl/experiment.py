@@ -174,8 +174,8 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
         for reach in result.reaches:
             cells.append(f"{_steps(reach.median)} [{_steps(reach.low)}, {_steps(reach.high)}] "
                          f"({reach.reached}/{result.seeds})")
-            if reach.ratio is None:
-                cells.append("1")
+            if reach.ratio is None:  # the baseline itself, or runs without one
+                cells.append("1" if result.reward == baseline else "–")
             else:
                 ratio, low, high = reach.ratio
                 met = reach.threshold == THRESHOLDS[0] and ratio <= TARGET_RATIO

@@ -15,7 +15,7 @@ def vlreward(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [[], ["data", "generate"], ["train"], ["eval"], ["serve"], ["score"], ["models"],
-                                     ["rl"]])
+                                     ["rl"], ["report"]])
 def test_help_everywhere(command):
     result = vlreward(*command, "--help")
     assert result.returncode == 0 and "usage: vlreward" in result.stdout

@@ -1,4 +1,4 @@
-"""`vlreward`: one command over data, training, serving, scoring and RL. Heavy imports happen per subcommand."""
+"""`vlreward`: one command over data, training, serving, scoring, RL and docs. Heavy imports happen per subcommand."""
 
 from __future__ import annotations
 
@@ -145,11 +145,18 @@ def cmd_rl(ns):
     train(from_namespace(Args, ns))
 
 
+def cmd_report(ns):
+    from vlreward.report import Args, report
+
+    sys.exit(report(from_namespace(Args, ns)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from envs.generate import Args as DataArgs
     from rewards.evaluate import Args as EvalArgs
     from rewards.train import Args as TrainArgs
     from rl.train import Args as RLArgs
+    from vlreward.report import Args as ReportArgs
 
     parser = argparse.ArgumentParser(prog="vlreward", description="Video-language rewards as a service for RL.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl = commands.add_parser("rl", help="train PPO (RLlib or Stable-Baselines3) with rewards from a critic")
     add_dataclass_arguments(rl, RLArgs)
     rl.set_defaults(run=cmd_rl)
+
+    report = commands.add_parser("report", help="regenerate the tables of README.md and docs/*.md from committed data "
+                                 "(--check: exit 1 with a diff when one is stale)")
+    add_dataclass_arguments(report, ReportArgs)
+    report.set_defaults(run=cmd_report)
     return parser
 
 
