@@ -33,7 +33,8 @@ def tower_features(tower: ImageTower, frames: np.ndarray, image_size: int, devic
 
 def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, image_size: int,
                      device: str = "cpu", batch_frames: int = 256, progress: bool = True) -> list[np.ndarray]:
-    """Each row's video as cached features float16 [T, C, h, w], computing (with a progress bar) only the missing.
+    """Each row's video (`rows` as `read_manifest(dataset)` gives them) as cached features float16 [T, C, h, w],
+    computing (with a progress bar) only the missing.
 
     Short videos are batched together up to `batch_frames` frames per forward pass. Returns them in row order.
     """
@@ -52,7 +53,7 @@ def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, i
         pending.clear()
 
     for i in tqdm(missing, desc=f"features {directory.name}", disable=not progress or not missing):
-        pending.append((i, decode_video(Path(dataset) / rows[i]["path"])))
+        pending.append((i, decode_video(rows[i]["path"])))  # read_manifest's rows hold the path under `dataset`
         if sum(len(f) for _, f in pending) >= batch_frames:
             flush()
     if pending:

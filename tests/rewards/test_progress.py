@@ -77,6 +77,15 @@ def test_the_feature_cache_is_hit_on_a_second_run_and_missed_for_other_weights(d
     assert other.frames == first.frames and cache_dir(dataset, other, 32) != cache_dir(dataset, first, 32)
 
 
+def test_features_of_a_dataset_named_by_a_relative_path(dataset, monkeypatch):
+    """`vlreward train --data data/babyai-64`, as the README has it: the videos are found once, not under the
+    dataset folder twice."""
+    monkeypatch.chdir(dataset.parent)
+    rows = read_manifest(dataset.name)
+    features = dataset_features(dataset.name, rows, CountingTower("cccccccccccc"), 32, progress=False)
+    assert [len(f) for f in features] == [row["num_frames"] for row in rows]
+
+
 def test_progress_targets_worked_examples():
     np.testing.assert_allclose(progress_targets({"success": True}, 5), [0, 0.25, 0.5, 0.75, 1])
     warped = {"success": True, "source_frames": [0, 0, 1, 2, 2]}  # a pause holds its progress
