@@ -49,6 +49,21 @@ class Args:
     batch_size: int = arg(16, "videos decoded and scored together")
     curves_per_group: int = arg(3, "reward curves kept per task group and outcome for the plots")
     device: str = arg("cpu", "torch device of the model")
+    record: bool = arg(False, "write the held-out figures into the checkpoint's config.json (`heldout`), where the "
+                       "README's model table reads them")
+
+
+def heldout_block(report: dict, data: str, split: str, command: str) -> dict:
+    """The flat held-out figures that travel with a checkpoint (config.json's `heldout`): the dataset and split,
+    VOC (all frames and 15 sampled), AUROC of the return, own task beats another, the weakest hard-negative kind,
+    the paraphrase change, the share of over-reward probes below success, and the command that measured them."""
+    hard = [result["ranked_correctly"] for result in (report.get("hard_negatives") or {}).values() if result]
+    return {"data": f"{data} ({split})", "voc": report.get("voc"), "voc_15": report.get("voc_15"),
+            "auroc_return": report.get("auroc_return"),
+            "own_task": (report.get("own_task") or {}).get("ranked_correctly"),
+            "hard_negatives": min(hard) if hard else None,
+            "paraphrase_change": (report.get("paraphrase") or {}).get("relative_change"),
+            "over_reward": (report.get("over_reward") or {}).get("all"), "command": command}
 
 
 @dataclass

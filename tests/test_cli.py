@@ -184,9 +184,13 @@ def test_generate_train_and_eval_from_the_command_line(tmp_path):
     config = json.loads((ckpt / "config.json").read_text())
     assert config["steps"] == 3 and config["image_size"] == 32 and "--objective liv" in config["trained_with"]
     evaluated = vlreward("eval", "--model", str(ckpt), "--data", str(data), "--split", "all", "--out", str(report),
-                         "--max-videos", "8", timeout=300)
+                         "--max-videos", "8", "--record", timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads((report / "report.json").read_text())["videos"] == 8
+    measured = json.loads((report / "report.json").read_text())
+    assert measured["videos"] == 8
+    heldout = json.loads((ckpt / "config.json").read_text())["heldout"]  # the figures travel with the weights
+    assert heldout["voc"] == measured["voc"] and heldout["auroc_return"] == measured["auroc_return"]
+    assert heldout["data"] == f"{data} (all)" and heldout["command"].startswith("vlreward eval --model ")
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.glob("*.png")) and any(report.glob("*.png"))
 
 

@@ -27,7 +27,10 @@ def cmd_eval(ns):
 
     import rewards
     from envs.suites import SUITES, get_suite
-    from rewards.evaluate import Args, evaluate, summary
+    import shlex
+
+    from rewards.evaluate import Args, evaluate, heldout_block, summary
+    from rewards.registry import resolve_checkpoint
     from vlreward.plot import plot_evaluation
 
     def paraphrases(row: dict):  # for rows that carry none: the suite's sentences for the row's task
@@ -41,6 +44,12 @@ def cmd_eval(ns):
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(summary(report))
+    if args.record:  # the figures travel with the weights (the version digest covers the weights only)
+        directory = resolve_checkpoint(args.model)
+        config = json.loads((directory / "config.json").read_text())
+        config["heldout"] = heldout_block(report, args.data, args.split, "vlreward eval " + shlex.join(sys.argv[2:]))
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        print(f"held-out figures recorded in {directory / 'config.json'}")
     print(f"report: {out / 'report.json'}; plots: {', '.join(p.name for p in plot_evaluation(report, out))}")
 
 
