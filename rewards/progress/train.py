@@ -155,7 +155,9 @@ def train_progress(args, command_line: str) -> Path:
     spec = backbone_spec(args.backbone)
     tower = load_backbone(args.backbone, args.device)
     features = dataset_features(args.data, rows, tower, args.image_size, args.device)
-    texts = sorted({text for row in rows for text in [row["task"], *(row.get("paraphrases") or [])]})
+    # every sentence validation may score: tasks, their paraphrases, and what other-task failures performed
+    texts = sorted({text for row in rows
+                    for text in [row["task"], *(row.get("paraphrases") or []), row.get("performed")] if text})
     sentence_features = dict(zip(texts, shared_minilm(args.device)(texts).cpu()))
 
     task_sentences: dict[frozenset, list[str]] = {}

@@ -221,3 +221,16 @@ def test_the_patch_tower_turns_each_patch_into_one_cell():
     assert cells.shape == (1, 192, 8, 8) and tower.digest == "patches-8"
     assert cells[0, :64].sum(0).nonzero().tolist() == [[1, 3]]  # the red channel's 64 pixels of that patch
     assert not list(tower.parameters())
+
+
+def test_one_task_whose_failures_performed_other_tasks_trains_without_mismatched_examples(tmp_path):
+    """A single-level dataset (KeyCorridorS3R1's "pick up the ball") has no second task to mismatch, and its
+    other-task failures performed sentences no row has as its task: validation scores them too."""
+    data = tmp_path / "data"
+    generate(DataArgs(tasks=["KeyCorridorS3R1"], episodes=8, out=str(data), workers=1, failure_fraction=0.5,
+                      failures=["other_task"]))
+    performed = {row.get("performed") for row in read_manifest(data)} - {None}
+    assert performed - {row["task"] for row in read_manifest(data)}  # sentences that are nobody's task
+    out = main(Args(data=str(data), out=str(tmp_path / "progress"), objective="progress", steps=4, batch_size=8,
+                    embed_dim=8, image_size=64, backbone="patches-8", eval_every=2, progress_shares=[0.85, 0, 0.15]))
+    assert (out / "model.safetensors").is_file()
