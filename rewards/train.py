@@ -50,6 +50,8 @@ class Args:
     dropout: float = arg(0.1, "progress: dropout on the head's frame embeddings")
     weight_decay: float = arg(1e-2, "progress: AdamW weight decay of the head")
     rank_weight: float = arg(1.0, "progress: weight of the ranking term over time-ordered frame pairs (0: off)")
+    done_margin: float = arg(0.0, "progress: labels before a success's last frame stay below 1 - m, so completing "
+                             "the task pays at least m (0: time along the recording)")
     progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence and "
                                                          "rewound examples per batch")
     init: str = arg("", "checkpoint directory of the same objective to fine-tune from (empty: random init)")

@@ -31,18 +31,22 @@ from rewards.video import read_manifest
 KINDS = ("own", "mismatched", "rewound")
 
 
-def progress_targets(row: dict, num_frames: int) -> np.ndarray | None:
+def progress_targets(row: dict, num_frames: int, done_margin: float = 0.0) -> np.ndarray | None:
     """Per-frame progress labels [T] in [0, 1], or None where a row has none.
 
     Successes: time along the recording (ReWiND's label), read through `source_frames` for time-warped replays, so
     a pause holds its progress. Failures: the manifest's `progress` (Meta-World: the share of the object-to-target
     distance closed; BabyAI: of the path to the mission's object), which stays low when nothing is achieved.
+    `done_margin` m > 0 keeps every frame before a success's last below 1 − m (labels scaled by 1 − m), so the
+    step that completes the task pays at least m: a policy cannot collect nearly all of the return by stopping one
+    action short (facing the ball without picking it up).
     """
     if row["success"]:
         source = np.asarray(row.get("source_frames") or np.arange(num_frames), np.float32)
-        return source / max(float(source.max()), 1.0)
+        labels = source / max(float(source.max()), 1.0)
+        return np.where(labels < 1.0, labels * (1.0 - done_margin), 1.0).astype(np.float32)
     if row.get("progress") is not None:
-        return np.asarray(row["progress"], np.float32)[:num_frames]
+        return np.asarray(row["progress"], np.float32)[:num_frames] * (1.0 - done_margin)
     return None
 
 
@@ -50,10 +54,11 @@ class ProgressBatches:
     """Draws batches of the three example kinds from one split's cached features."""
 
     def __init__(self, rows: list[dict], features: list[np.ndarray], sentence_features: dict[str, torch.Tensor],
-                 shares: tuple[float, float, float], task_sentences: dict[frozenset, list[str]]):
+                 shares: tuple[float, float, float], task_sentences: dict[frozenset, list[str]],
+                 done_margin: float = 0.0):
         """`task_sentences`: every task of the dataset (by `task_key`) -> its wordings, for mismatched examples."""
         self.rows, self.features, self.sentence_features = rows, features, sentence_features
-        self.targets = [progress_targets(row, len(f)) for row, f in zip(rows, features)]
+        self.targets = [progress_targets(row, len(f), done_margin) for row, f in zip(rows, features)]
         self.labelled = [i for i, t in enumerate(self.targets) if t is not None]
         self.successes = [i for i, row in enumerate(rows) if row["success"]]
         if not self.successes:
@@ -166,7 +171,7 @@ def train_progress(args, command_line: str) -> Path:
     has_val = any(row["success"] and row.get("split") == "val" for row in rows)  # a tiny set may have none
     chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == "train"]
     train = ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
-                            tuple(args.progress_shares), task_sentences)
+                            tuple(args.progress_shares), task_sentences, args.done_margin)
     val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows)
                 if row.get("split", "train") == ("val" if has_val else "train")][: args.val_videos]
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,

@@ -91,6 +91,10 @@ def test_progress_targets_worked_examples():
     warped = {"success": True, "source_frames": [0, 0, 1, 2, 2]}  # a pause holds its progress
     np.testing.assert_allclose(progress_targets(warped, 5), [0, 0, 0.5, 1, 1])
     np.testing.assert_allclose(progress_targets({"success": False, "progress": [0, 0.2, 0.1]}, 3), [0, 0.2, 0.1])
+    # a done margin: the completing step pays at least m, a failure never gets above 1 - m
+    np.testing.assert_allclose(progress_targets({"success": True}, 5, done_margin=0.5), [0, 0.125, 0.25, 0.375, 1])
+    np.testing.assert_allclose(progress_targets(warped, 5, done_margin=0.5), [0, 0, 0.25, 1, 1])
+    np.testing.assert_allclose(progress_targets({"success": False, "progress": [0, 1.0]}, 2, done_margin=0.5), [0, 0.5])
     assert progress_targets({"success": False, "progress": None}, 3) is None
 
 
