@@ -128,9 +128,10 @@ def protocol_text(arguments: Sequence[str], context: Context) -> str:
             lines.append("")  # a paragraph after a list, not a continuation of its last item
         lines.append(line)
         previous = line
-    threshold, ratio = experiment.THRESHOLDS[0], experiment.TARGET_RATIO
+    threshold, ratio, oracle = experiment.THRESHOLDS[0], experiment.TARGET_RATIO, experiment.ORACLE_TARGET_RATIO
     lines += ["", f"Bold marks a met target and nothing else: a dense kind that reaches {threshold:g} success in at "
-              f"most {ratio:g}x the steps sparse needs."]
+              f"most {ratio:g}x the steps sparse needs, or an oracle kind (the task-selection bound) in at most "
+              f"{oracle:g}x."]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

@@ -60,6 +60,8 @@ def test_bold_marks_only_a_met_target():
     sparse = run("sparse", 0, [0] * 7 + [30] * 3)  # at 10k
     assert "**0.10**" in summarize(sparse + fast)
     assert "**" not in summarize(sparse + slow) and "| 0.60 [0.60, 0.60] |" in summarize(sparse + slow)
+    oracle = run("oracle+sparse", 0, [0] * 3 + [30] * 6)[:1] + run("oracle+sparse", 0, [30] * 9)[1:]  # at 4k
+    assert "| 0.40 [0.40, 0.40] |" in summarize(sparse + oracle)  # the bound's target is 0.35: not bold
 
 
 def test_csvs_without_episode_counts_read_success_rate_and_say_so():
