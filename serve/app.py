@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +70,8 @@ class ServeArgs(BaseModel):
     max_concurrent_bodies: int = Field(64, ge=1, description="slow bodies received at once; beyond them 503")
     ingress_max_ongoing_requests: int = Field(1024, ge=1, description="requests the ingress holds at once, stalled "
                                               "uploads included (each costs a coroutine until it times out)")
+    shutdown_grace_s: float = Field(5.0, ge=0, description="`vlreward serve` on SIGTERM or Ctrl-C: how long requests "
+                                    "in flight may take to finish (new ones get 503 meanwhile) before Ray stops")
 
     ingress: Literal["gateway", "model"] = Field(
         "gateway", description="gateway: a separate ingress deployment calls every model over a handle; model: the "
@@ -196,6 +200,8 @@ def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
     # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
+    # a draining proxy reports drained once it holds no request, not 30 s later (drain_local on SIGTERM)
+    os.environ.setdefault("RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "0.01")
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
 
@@ -219,16 +225,120 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     return f"http://{host}:{port}"
 
 
-def stop_local(own_cluster: bool = True) -> None:
-    """Stop what run_local started. On a cluster this process started, tearing Ray down stops every replica and
-    their children at once (a Serve shutdown would first wait for each replica to drain); on a cluster it joined,
-    only this application is deleted."""
+def ingress_name(args: ServeArgs) -> str:
+    """The deployment that answers HTTP (what `serve.get_app_handle` reaches)."""
+    return f"model-{args.models[0].key}" if args.ingress == "model" else "Gateway"
+
+
+def drain_local(args: ServeArgs, grace_s: float, own_cluster: bool = True) -> dict:
+    """Stop admitting requests and wait, at most `grace_s` in all, for those admitted to be answered: first at every
+    replica of the application's ingress (their `drain`: new requests get 503 from then on), then, on a cluster
+    this process started, at Serve's HTTP proxies, which may still hold requests on their way in or answers on
+    their way out. The ingress replicas' counts summed (in flight when closed, cut off, refused), and `replicas`:
+    how many answered (0 when the application could not be reached: nothing to wait for then).
+
+    Given up at once when a process of the Ray this process started has died: it got the signal too (`kill` of the
+    process group, systemd's default KillMode), and a Ray call would wait a minute for the dead GCS."""
+    import threading
+
     import ray
 
+    counts = {"replicas": 0, "in_flight": 0, "left": 0, "refused": 0}
+    if not ray.is_initialized():  # a signal interrupted ray.init (and a Ray call would start a new one)
+        return counts
+    node = ray._private.worker._global_node if own_cluster else None  # what ray.init started here
+    drainer = threading.Thread(target=lambda: counts.update(_drain(args, grace_s, own_cluster)), daemon=True)
+    drainer.start()
+    deadline = time.monotonic() + grace_s + 2
+    while drainer.is_alive() and time.monotonic() < deadline and (node is None or node.remaining_processes_alive()):
+        drainer.join(0.05)
+    return dict(counts)
+
+
+def _drain(args: ServeArgs, grace_s: float, own_cluster: bool) -> dict:
+    """drain_local's calls, on a thread of their own: their counts."""
+    import ray
+    from ray import serve
+
+    deadline = time.monotonic() + grace_s
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    closed: dict[str, dict] = {}
+    drained: dict[str, dict] = {}
+    # Ray already stopping (its processes got the signal too): nothing (more) to drain
+    with contextlib.suppress(Exception):
+        deployment = serve.status().applications["vlreward"].deployments[ingress_name(args)]
+        replicas = deployment.replica_states.get("RUNNING", 0)
+        handle = serve.get_app_handle("vlreward")
+        # a handle call reaches one replica: call until each has answered, first to close them all at once
+        # (drain(0) returns at once), then to wait for each one's requests
+        for acks, wait in ((closed, False), (drained, True)):
+            while len(acks) < replicas and left() > 0:
+                ack = handle.drain.remote(left() if wait else 0.0).result(timeout_s=left() + 2)
+                acks.setdefault(ack.pop("replica"), ack)
+        if own_cluster and drained:
+            # Ray Serve 2.60's proxy actors (a private API; ray is pinned): a draining proxy still serves, and
+            # `is_drained` is true once it holds no request (RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S: init_ray)
+            from ray.serve._private.constants import SERVE_NAMESPACE, SERVE_PROXY_NAME
+
+            proxies = [ray.get_actor(f"{SERVE_PROXY_NAME}-{node['NodeID']}", namespace=SERVE_NAMESPACE)
+                       for node in ray.nodes() if node.get("Alive")]
+            ray.get([proxy.update_draining.remote(True) for proxy in proxies], timeout=left() + 1)
+            while left() > 0 and not all(ray.get([proxy.is_drained.remote() for proxy in proxies], timeout=left() + 1)):
+                time.sleep(0.05)
+    last = [drained.get(replica, ack) for replica, ack in closed.items()]  # a replica not waited for: as closed
+    return {"replicas": len(closed), "in_flight": sum(ack["in_flight"] for ack in closed.values()),
+            "left": sum(ack["left"] for ack in last), "refused": sum(ack["refused"] for ack in last)}
+
+
+def stop_local(own_cluster: bool = True) -> None:
+    """Stop what run_local started. On a cluster this process started, tearing Ray down stops every replica and
+    their children at once (a Serve shutdown would first wait for each replica to drain; `drain_local` waits for
+    the requests instead), also when a signal interrupted ray.init half-way; on a cluster it joined, only this
+    application is deleted."""
+    import ray
+
+    if own_cluster:
+        node = ray._private.worker._global_node  # what ray.init started here
+        if ray.is_initialized() and node is not None and not node.remaining_processes_alive():
+            # Ray's processes got the signal too (`kill` of the process group) and are on their way out: kill what
+            # is left at once rather than ask each in turn for a second, and leave the driver's disconnect, which
+            # waits 5 s for the dead raylet, to this process's exit
+            kill_descendants()
+            return
+        if not ray.is_initialized():  # a signal interrupted ray.init, maybe before it kept what it had started
+            kill_descendants()
+        ray.shutdown()
+        return
     if not ray.is_initialized():
         return
-    if not own_cluster:
-        from ray import serve
+    from ray import serve
 
-        serve.delete("vlreward")
+    serve.delete("vlreward")
     ray.shutdown()
+
+
+def kill_descendants() -> list[int]:
+    """SIGKILL every process this one started, and theirs (read from Linux's /proc; elsewhere nothing): the pids."""
+    import signal
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return found

@@ -14,6 +14,7 @@ import torch
 from ray import serve
 
 from rewards import Goal, InvalidTaskError, Score, StepState, VLRewardError, load_model
+from serve.guards import Admission, AdmissionGate
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
 from serve.service import RewardService
@@ -175,6 +176,20 @@ BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_thread
 ModelServer = serve.deployment(max_ongoing_requests=64, user_config=BATCHING)(ModelReplica)
 
 
+class Draining:
+    """What both ingress classes add to their API: an `AdmissionGate` around it, and `drain`, which
+    `vlreward serve` calls on SIGTERM or Ctrl-C before it stops Ray."""
+
+    def gate(self, api, retry_after_s: float) -> None:
+        self.admission = Admission()
+        api.add_middleware(AdmissionGate, admission=self.admission, retry_after_s=retry_after_s)
+
+    async def drain(self, grace_s: float) -> dict:
+        """Admit no more HTTP requests here and wait, at most `grace_s`, for those in flight (Admission.drain's
+        counts, with this replica's tag)."""
+        return {"replica": serve.get_replica_context().replica_tag, **await self.admission.drain(grace_s)}
+
+
 class LocalHandle:
     """A model replica's own methods behind a deployment handle's face (`await handle.score.remote(...)`): the API
     calls the model in its own process, without a hop, serialisation or a second queue."""
@@ -188,7 +203,7 @@ class LocalHandle:
 
 @serve.deployment(max_ongoing_requests=1024, user_config=BATCHING)
 @serve.ingress()
-class ModelIngress(ModelReplica):
+class ModelIngress(ModelReplica, Draining):
     """The default model's replica is also the HTTP ingress (auth, limits, decoding): a request for it takes no hop
     between actors; other models are reached through their ModelServer handles as from the Gateway."""
 
@@ -202,6 +217,7 @@ class ModelIngress(ModelReplica):
         handles = {settings["default_model"]: LocalHandle(self), **other_handles}
         self.api = create_api(handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)
         self.api.add_middleware(TrimAfterBursts, trimmer=self.trimmer)
+        self.gate(self.api, settings["retry_after_s"])
 
     def __serve_build_asgi_app__(self):
         return self.api
@@ -213,7 +229,7 @@ class ModelIngress(ModelReplica):
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress()
-class Gateway:
+class Gateway(Draining):
     """HTTP ingress: auth, limits, decoding and validation; scoring goes to the ModelServer handles."""
 
     def __init__(self, model_handles: dict, settings: dict):
@@ -223,6 +239,7 @@ class Gateway:
         self.decoder = IsolatedDecoder(warm=True)
         self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)
         self.api.add_middleware(TrimAfterBursts, trimmer=HeapTrimmer())
+        self.gate(self.api, settings["retry_after_s"])
 
     def __serve_build_asgi_app__(self):
         return self.api

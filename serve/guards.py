@@ -9,6 +9,9 @@ Where slow clients are stopped:
   balancer in front (nginx `client_header_timeout`, an Envoy/ALB idle timeout).
 - Bodies are read by the ingress through Serve's ASGI receive proxy: `BodyGuard` times them out and bounds
   how many slow ones are received at once, so stalled uploads cost only their senders.
+
+`AdmissionGate` (outermost) lets `vlreward serve` stop gracefully: once its `Admission` is drained (SIGTERM,
+Ctrl-C) new requests get a 503 at once while those admitted before finish.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from rewards.errors import (OverloadedError, PayloadTooLargeError, RequestTimeoutError, UnauthorizedError,
-                            VLRewardError)
+from rewards.errors import (ModelNotReadyError, OverloadedError, PayloadTooLargeError, RequestTimeoutError,
+                            UnauthorizedError, VLRewardError)
 from serve.errors import error_response
 from serve.status import error_headers, status_of
 
@@ -26,11 +29,13 @@ PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json", "/docs", "/docs/oaut
 DISCONNECT = {"type": "http.disconnect"}
 
 
-async def send_error(send, error: VLRewardError, retry_after_s: float = 1.0) -> None:
-    """Answer with vlreward's JSON error body straight from ASGI middleware, at the status the table gives."""
+async def send_error(send, error: VLRewardError, retry_after_s: float = 1.0, close: bool = False) -> None:
+    """Answer with vlreward's JSON error body straight from ASGI middleware, at the status the table gives;
+    `close`: with `Connection: close`, so the client does not send its next request on this connection."""
     status = status_of(error)
     response = error_response(status, error.code, str(error), error_headers(status, retry_after_s))
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    headers = response.raw_headers + ([(b"connection", b"close")] if close else [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
@@ -55,6 +60,47 @@ class TokenGuard:
             if not secrets.compare_digest(supplied, self.expected):
                 return await send_error(send, UnauthorizedError("missing or wrong bearer token"))
         await self.app(scope, receive, send)
+
+
+class Admission:
+    """Whether one ingress replica still admits requests, and how many it admitted are in flight. `drain` closes it
+    for good: the service is stopping."""
+
+    def __init__(self):
+        self.open, self.in_flight, self.refused, self.last_arrival = True, 0, 0, 0.0
+
+    async def drain(self, grace_s: float, quiet_s: float = 0.5) -> dict:
+        """Admit no more requests and wait, at most `grace_s`, until none is in flight and none has arrived for
+        `quiet_s` (requests on their way through Serve's proxy still get their 503). The counts: in flight when
+        it began, in flight still (cut off when the caller stops now), refused so far."""
+        loop = asyncio.get_running_loop()
+        self.open, start, in_flight = False, loop.time(), self.in_flight
+        while loop.time() - start < grace_s and (self.in_flight or loop.time() - self.last_arrival < quiet_s):
+            await asyncio.sleep(0.05)
+        return {"in_flight": in_flight, "left": self.in_flight, "refused": self.refused}
+
+
+class AdmissionGate:
+    """ASGI middleware (outermost): counts the requests in flight for an `Admission`; once it is drained, every
+    request but /healthz is answered 503 (Retry-After, `Connection: close`) at once, its body unread."""
+
+    def __init__(self, app, admission: Admission, retry_after_s: float = 1.0):
+        self.app, self.admission, self.retry_after_s = app, admission, retry_after_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or route_path(scope) == "/healthz":
+            return await self.app(scope, receive, send)
+        admission = self.admission
+        admission.last_arrival = asyncio.get_running_loop().time()
+        if not admission.open:
+            admission.refused += 1
+            return await send_error(send, ModelNotReadyError("the service is shutting down; retry elsewhere or "
+                                                             "later"), self.retry_after_s, close=True)
+        admission.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.in_flight -= 1
 
 
 class BodyGuard:

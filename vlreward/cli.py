@@ -53,41 +53,88 @@ def cmd_eval(ns):
     print(f"report: {out / 'report.json'}; plots: {', '.join(p.name for p in plot_evaluation(report, out))}")
 
 
+class _StopNow(BaseException):
+    """Raised by `vlreward serve`'s signal handler: a signal while Ray and Serve start, or a second one."""
+
+
 def cmd_serve(ns):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # embedded single-node Ray; a deployed cluster keeps auth
+    import logging
     import signal
+    import threading
+    import time
 
-    from serve.app import ServeArgs, run_local, stop_local
+    from serve.app import ServeArgs, drain_local, init_ray, run_local, stop_local
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
-                 "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN")}
+                 "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
+                 "shutdown_grace_s": ns.shutdown_grace_s}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
     if ns.ingress or "ingress" not in args.model_fields_set:  # locally the first model is the ingress by default
         args = args.model_copy(update={"ingress": ns.ingress or "model"})
-    stopping = False
+    own_cluster = ns.address is None
+    received: list[str] = []  # the signals received, by name
+    stop = threading.Event()  # set by the first signal while serving: the main thread drains then
+    phase = "starting"  # then serving, draining, stopping
 
-    def stop(*_):
-        """SIGTERM, SIGINT (also when a shell started us in the background with SIGINT ignored) and Ctrl-C."""
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_local(own_cluster=ns.address is None)
-        sys.exit(0)
+    def on_signal(signum, _frame):
+        """SIGTERM (docker stop, systemd, Kubernetes) or SIGINT (Ctrl-C; also when a shell started us in the
+        background with SIGINT ignored). Starting: stop now; serving: drain; draining: a second signal stops now."""
+        received.append(signal.Signals(signum).name)
+        if phase == "starting" or phase == "draining" and len(received) > 1:
+            raise _StopNow
+        stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+    def handle_signals(handler) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, handler)
+
+    handle_signals(on_signal)
     try:
+        init_ray(ns.address, **({"num_cpus": ns.num_cpus} if ns.num_cpus is not None and own_cluster else {}))
+        # ray.init replaced our SIGTERM handler with its own (sys.exit(15)), and its core worker put Ray's native
+        # crash handler (absl's) on SIGTERM: a stack dump, then that handler, then SIGABRT 3 s later: ours again
+        handle_signals(on_signal)
         url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus)
-    except BaseException:  # a model that cannot be placed, Ray failing to start: leave nothing running
-        stop_local(own_cluster=ns.address is None)
-        raise
-    print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); Ctrl-C stops", flush=True)
-    while True:
-        signal.pause()
+        phase = "serving"
+        print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); "
+              f"Ctrl-C stops", flush=True)
+        stop.wait()
+    except BaseException as error:
+        # a signal (_StopNow, which Ray's Cython code may turn into a SystemError, or SystemExit(SIGTERM) from
+        # ray.init's handler while it starts): stop below; anything else (a model that cannot be placed, Ray
+        # failing to start): leave nothing running and raise it
+        if not (received or isinstance(error, SystemExit) and error.code == signal.SIGTERM):
+            handle_signals(signal.SIG_IGN)
+            stop_local(own_cluster=own_cluster)
+            raise
+        received[:] = received or ["SIGTERM"]
+    # a SIGTERM that met Ray's native handler (inside ray.init, before ours were back) armed absl's 3 s alarm,
+    # which aborts the process (SIGABRT) unless it is gone by then: a graceful stop takes longer
+    if hasattr(signal, "alarm"):  # (not on Windows)
+        signal.alarm(0)
+    began, drained = time.monotonic(), None
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the one line below tells how the stop went
+    try:
+        phase = "draining"  # also after a signal while Serve started: its /readyz may have answered already
+        if len(received) == 1:
+            drained = drain_local(args, args.shutdown_grace_s, own_cluster)
+        phase = "stopping"
+    except _StopNow:
+        phase = "stopping"
+    stop_local(own_cluster=own_cluster)  # runs to its end whatever comes: it is what leaves no process behind
+    if drained is None or not drained["replicas"]:
+        print(f"vlreward serve: {' then '.join(received)}: stopped without waiting for requests", file=sys.stderr)
+    else:
+        cut = f", {drained['left']} cut off after {args.shutdown_grace_s:g} s" if drained["left"] else ""
+        print(f"vlreward serve: {received[0]}: {drained['in_flight'] - drained['left']} requests in flight finished"
+              f"{cut}, {drained['refused']} refused (503); stopped in {time.monotonic() - began:.1f} s",
+              file=sys.stderr)
+    # nothing is left to finalize, and the interpreter's teardown of torch and Ray's modules takes 1.5-2 s
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def read_frames(path: str):
@@ -198,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "separate ingress deployment, as on a cluster (deploy/serve_config.yaml)")
     serve.add_argument("--num-cpus", type=int, default=None,
                        help="CPUs of the local Ray (default: all); model replicas' CPU requests are sized to fit them")
+    serve.add_argument("--shutdown-grace-s", type=float, default=None,
+                       help="on SIGTERM or Ctrl-C: how long requests in flight may take to finish, new ones getting "
+                       "503, before Ray stops (default 5)")
     serve.set_defaults(run=cmd_serve)
 
     score = commands.add_parser("score", help="print the per-frame rewards of a video")

@@ -1,14 +1,18 @@
 """`vlreward serve` as a user runs it: the README's three models become ready on a 2-CPU Ray, and SIGTERM or
-Ctrl-C (SIGINT) stops everything it started, the decoder child and multiprocessing's resource tracker included."""
+Ctrl-C (SIGINT) stops everything it started, the decoder child and multiprocessing's resource tracker included,
+after answering the requests it had admitted, and exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -102,6 +106,50 @@ def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
 
 
 
+def test_a_drained_admission_gate_refuses_new_requests_and_waits_for_those_in_flight():
+    """The ingress side of that stop, in-process: once drained, a request gets 503 at once (Retry-After,
+    `Connection: close`) while the one admitted before finishes, and the drain returns once it has; a request
+    still running when the grace is over is counted as cut off."""
+    from serve.guards import Admission, AdmissionGate
+
+    async def main():
+        release = asyncio.Event()
+
+        async def slow_app(scope, receive, send):
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"scored"})
+
+        admission = Admission()
+        transport = httpx.ASGITransport(app=AdmissionGate(slow_app, admission, retry_after_s=2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://vlreward") as client:
+            admitted = asyncio.create_task(client.post("/v1/score"))
+            while not admission.in_flight:
+                await asyncio.sleep(0.01)
+            drain = asyncio.create_task(admission.drain(grace_s=10, quiet_s=0.1))
+            await asyncio.sleep(0)  # the drain closes the gate
+            refused = await client.post("/v1/score")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_ready"
+            assert refused.headers["retry-after"] == "2" and refused.headers["connection"] == "close"
+            await asyncio.sleep(0.2)
+            assert not drain.done()  # the admitted request is still running
+            release.set()
+            assert (await admitted).status_code == 200
+            assert await drain == {"in_flight": 1, "left": 0, "refused": 1}
+
+            release.clear()
+            stuck = Admission()
+            transport.app = AdmissionGate(slow_app, stuck)
+            running = asyncio.create_task(client.post("/v1/score"))
+            while not stuck.in_flight:
+                await asyncio.sleep(0.01)
+            assert await stuck.drain(grace_s=0.2) == {"in_flight": 1, "left": 1, "refused": 0}
+            release.set()
+            await running
+
+    asyncio.run(main())
+
+
 def test_trim_heap_gives_freed_memory_back_after_a_burst_of_buffers():
     """What the ingress and the replicas do once the last request of a burst ends: without it, the heap a burst of
     large bodies freed stays in glibc's arenas (issue 17: 2.7 GB RSS after 24 concurrent 56 MB uploads)."""
@@ -126,3 +174,85 @@ print(before, freed, anon_mb())
                                                        capture_output=True, text=True).stdout.split())
     assert freed - before > 150, (before, freed)  # freeing alone gave (almost) nothing back
     assert trimmed - before < 30, (before, freed, trimmed)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(signum):
+    """Issue 26: `docker stop`, systemd and Kubernetes send SIGTERM to the process (Ctrl-C: SIGINT). Ray's native
+    handler used to abort it (a stack dump, exit 134). Now every request whose body was sent before the signal is
+    answered 200 (or 503 if it reached the ingress after the drain began), never a dropped connection; those sent
+    after it get 503 while the service drains (refused at once, `Connection: close`) or no connection at all once
+    it is gone; the process exits 0 within 10 s with one line on stderr and leaves no process behind."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8))
+    burst = 8
+    try:
+        busy = os.getloadavg()[0] > 2 * os.cpu_count()  # as above: a saturated machine is allowed more time
+        wait_ready(process, url, timeout_s=180 if busy else 60)
+        assert process.stdout.readline().startswith("vlreward serving")  # serve.run returned: the service is up
+        started = descendants(process.pid)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            def score(sent: list) -> httpx.Response | httpx.TransportError:
+                def trace(event, _info):  # when the whole request is on the wire
+                    if event == "http11.send_request_body.complete":
+                        sent.append(time.monotonic())
+                try:
+                    return client.post("/v1/score", files={"frames": ("f.npy", frames)},
+                                       data={"task": "go to the red ball"}, extensions={"trace": trace})
+                except httpx.TransportError as error:
+                    return error
+
+            assert score([]).status_code == 200  # warm
+            sent_at = [[] for _ in range(burst + 4)]
+
+            def stderr_at_exit() -> tuple[str, float]:
+                return process.communicate(timeout=180)[1], time.monotonic()
+
+            with ThreadPoolExecutor(len(sent_at) + 1) as pool:
+                answers = [pool.submit(score, sent) for sent in sent_at[:burst]]
+                deadline = time.monotonic() + 30
+                while not all(sent_at[:burst]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                signalled = time.monotonic()
+                process.send_signal(signum)
+                exiting = pool.submit(stderr_at_exit)
+                for sent in sent_at[burst:]:  # requests after the signal, while the service drains or is gone
+                    time.sleep(0.2)
+                    answers.append(pool.submit(score, sent))
+                answers = [answer.result() for answer in answers]
+                stderr, exited = exiting.result()
+            stop_s = 60 if busy else 10
+            stopped_s = exited - signalled
+            _, alive = psutil.wait_procs(started, timeout=max(0.1, stop_s - stopped_s))
+
+        before = [answer for answer, sent in zip(answers, sent_at) if sent and sent[0] < signalled]
+        assert len(before) >= burst, "the burst was not on the wire before the signal"
+        assert all(isinstance(answer, httpx.Response) for answer in before), f"dropped: {before}"
+        for answer in answers:
+            if isinstance(answer, httpx.Response):
+                assert answer.status_code in (200, 503), answer.text
+                if answer.status_code == 503:
+                    assert answer.json()["error"]["code"] == "model_not_ready" and "retry-after" in answer.headers
+        assert sum(isinstance(a, httpx.Response) and a.status_code == 200 for a in before) >= 1
+        assert process.returncode == 0, stderr[-3000:]
+        assert "SIGTERM received" not in stderr and "***" not in stderr, stderr[-3000:]
+        ours = [line for line in stderr.splitlines() if line.startswith("vlreward serve:")]
+        assert len(ours) == 1, stderr[-3000:]
+        finished = re.match(rf"vlreward serve: {signal.Signals(signum).name}: (\d+) requests in flight finished, "
+                            r"\d+ refused \(503\); stopped in [\d.]+ s$", ours[0])
+        assert finished and int(finished[1]) >= 1, ours  # the burst was still being scored: the drain waited for it
+        assert stopped_s <= stop_s
+        assert not alive, [f"{p.pid} {cmdline(p)[:120]}" for p in alive]
+        statuses = [a.status_code if isinstance(a, httpx.Response) else type(a).__name__ for a in answers]
+        print(f"{signal.Signals(signum).name}: exit 0 in {stopped_s:.1f} s; answers {statuses}; {ours[0]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for leftover in [p for p in psutil.process_iter() if f"--port {port}" in cmdline(p)]:
+            leftover.kill()
