@@ -125,20 +125,14 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from rl.experiment import plot_curves, read_curves, summarize
-    from rl.train import run_file, write_curves
+    from rl.experiment import plot_curves, summarize
+    from rl.train import written_or_run
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):
         for kind in args.kinds:
-            done = out / run_file(kind, seed)
-            if done.exists():  # a campaign goes on from the runs already written
-                rows += read_curves(done)
-                continue
-            run_rows = run(args, kind, seed)
-            write_curves(run_rows, done)
-            rows += run_rows
+            rows += written_or_run(out, kind, seed, lambda: run(args, kind, seed))
     print(summarize(rows))
     print(f"curves: {plot_curves(rows, out / 'curves.png', f'{args.task}: sparse against oracle shaping')}")
 

@@ -35,6 +35,14 @@ def write_config(directory: str | Path, config) -> Path:
     return directory
 
 
+def record_in_config(directory: str | Path, key: str, value) -> Path:
+    """Set `key` of `directory`/config.json (e.g. the held-out figures) and keep the rest; the weights, and so the
+    model's version, are untouched."""
+    path = Path(directory) / CONFIG_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}, indent=2) + "\n")
+    return path
+
+
 def files_digest(*paths: Path) -> str:
     """A short sha256 over the files' bytes, read in chunks: a model's version."""
     sha = hashlib.sha256()

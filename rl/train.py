@@ -260,16 +260,21 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
         for reward in args.reward:
-            done = out / run_file(reward, seed)
-            if done.exists():  # a campaign goes on from the runs already written (delete a CSV to rerun it)
-                print(f"[{reward} seed {seed}] kept {done}")
-                rows += read_curves(done)
-                continue
-            run_rows = run(args, reward, seed, factory)
-            write_curves(run_rows, done)  # a stopped experiment keeps every finished run
-            rows += run_rows
+            rows += written_or_run(out, reward, seed, lambda: run(args, reward, seed, factory))
     print(summarize(rows))
     print(f"runs: {out}/*.csv, {plot_curves(rows, out / 'curves.png', ' + '.join(args.tasks))}")
+    return rows
+
+
+def written_or_run(out: Path, reward: str, seed: int, run: Callable[[], list[dict]]) -> list[dict]:
+    """The rows of run (reward, seed) in `out`: read back when its CSV is written (a campaign goes on from the runs
+    already written; delete a CSV to rerun it), else `run()` and write them as soon as it ends."""
+    done = out / run_file(reward, seed)
+    if done.exists():
+        print(f"[{reward} seed {seed}] kept {done}")
+        return read_curves(done)
+    rows = run()
+    write_curves(rows, done)  # a stopped experiment keeps every finished run
     return rows
 
 

@@ -24,11 +24,11 @@ def cmd_train(ns):
 
 def cmd_eval(ns):
     import json
+    import shlex
 
     import rewards
     from envs.suites import SUITES, get_suite
-    import shlex
-
+    from rewards.checkpoint import record_in_config
     from rewards.evaluate import Args, evaluate, heldout_block, summary
     from rewards.registry import resolve_checkpoint
     from vlreward.plot import plot_evaluation
@@ -44,12 +44,11 @@ def cmd_eval(ns):
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(summary(report))
-    if args.record:  # the figures travel with the weights (the version digest covers the weights only)
-        directory = resolve_checkpoint(args.model)
-        config = json.loads((directory / "config.json").read_text())
-        config["heldout"] = heldout_block(report, args.data, args.split, "vlreward eval " + shlex.join(sys.argv[2:]))
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        print(f"held-out figures recorded in {directory / 'config.json'}")
+    if args.record:  # the figures travel with the weights
+        command = "vlreward eval " + shlex.join(sys.argv[2:])
+        path = record_in_config(resolve_checkpoint(args.model), "heldout",
+                                heldout_block(report, args.data, args.split, command))
+        print(f"held-out figures recorded in {path}")
     print(f"report: {out / 'report.json'}; plots: {', '.join(p.name for p in plot_evaluation(report, out))}")
 
 

@@ -58,6 +58,15 @@ def cmdline(process: psutil.Process) -> str:
         return "?"
 
 
+def kill_leftovers(process: subprocess.Popen, port: int) -> None:
+    """After a failed test: kill the service's process group and anything still serving on `port`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    for leftover in [p for p in psutil.process_iter() if f"--port {port}" in cmdline(p)]:
+        leftover.kill()
+
+
 @pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGINT to the CLI"])
 def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
     port = free_port()
@@ -98,11 +107,7 @@ def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
         assert stopped_s <= stop_s
         print(f"ready in {ready_s:.1f} s; {len(started)} processes stopped in {stopped_s:.1f} s ({how})")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        for leftover in [p for p in psutil.process_iter() if f"--port {port}" in cmdline(p)]:
-            leftover.kill()
+        kill_leftovers(process, port)
 
 
 
@@ -251,8 +256,4 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
         statuses = [a.status_code if isinstance(a, httpx.Response) else type(a).__name__ for a in answers]
         print(f"{signal.Signals(signum).name}: exit 0 in {stopped_s:.1f} s; answers {statuses}; {ours[0]}")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        for leftover in [p for p in psutil.process_iter() if f"--port {port}" in cmdline(p)]:
-            leftover.kill()
+        kill_leftovers(process, port)
