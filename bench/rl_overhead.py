@@ -109,8 +109,8 @@ def time_calls(owner, method: str) -> list[float]:
 def measure(args: Args, source: str, model: str, factory) -> dict:
     """Warm-up iteration, then `args.iterations` timed ones: steps/s, time blocked on rewards, where time went."""
     from envs.babyai import BabyAIEnv
+    from rl.rllib_train import build_config, iteration_row
     from rl.train import Args as TrainArgs
-    from rl.train import build_config, iteration_row
 
     reward = "sparse" if source.startswith("env") else "dense"
     score_in = "learner" if source.endswith("learner") or source == "env-frames-in-episodes" else "env-runner"

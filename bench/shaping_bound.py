@@ -5,7 +5,7 @@ success flag alone ends at. This bench measures the ceiling of that comparison: 
 is never wrong, the env's own `info["progress"]` (BabyAI: 1 − the expert's remaining path / its path at reset;
 Meta-World: 1 − the distance to the goal / the distance at reset), paid as potential-based shaping
 `γ·p_{t+1} − p_t` with or without the success bonus. Runs are `vlreward rl`'s RLlib PPO (same config, sampler
-and curve rows, built by `rl.train.build_config`), so the table and curves compare with that command's.
+and curve rows, built by `rl.rllib_train.build_config`), so the table and curves compare with that command's.
 
     python -m bench.shaping_bound --task GoToRedBallNoDists --steps 30000 --seeds 3 --out runs/bench/bound
 """
@@ -40,6 +40,7 @@ class Args:
                           "egocentric view: is the shaping's progress visible to the policy?")
     scale: float = arg(1.0, "scale of the shaping term")
     train_batch_size: int = arg(500, "env steps per PPO iteration")
+    stop_at: float = arg(0.0, "end a run once its success point reaches this (`vlreward rl --stop-at`); 0 = never")
     gae_lambda: float = arg(0.95, "GAE lambda (`vlreward rl --gae-lambda`; 1.0 = RLlib's own default)")
     out: str = arg("runs/bench/shaping_bound", "folder for the runs' CSVs (<kind>-seed<k>.csv) and curves.png")
 
@@ -104,14 +105,14 @@ def run(args: Args, kind: str, seed: int) -> list[dict]:
     from rl.connector import ServiceReward
     from rl.mix import RewardMix
     from rl.train import Args as TrainArgs
-    from rl.train import build_config, run_iterations
+    from rl.rllib_train import build_config, run_iterations
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     register_env(ENV_NAME, make_shaped_env)
     train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size,
-                           gae_lambda=args.gae_lambda, steps=args.steps)
+                           gae_lambda=args.gae_lambda, steps=args.steps, stop_at=args.stop_at)
     config = build_config(train_args, "sparse", seed, lambda: None)
     env_config = {**config.env_config, "kind": kind, "scale": args.scale, "full_view": args.full_view}
     mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is

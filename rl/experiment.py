@@ -17,6 +17,7 @@ baseline kind is the ratio of the medians, its interval from resampling the seed
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +67,12 @@ def success_points(run: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         if pooled >= MIN_EPISODES:
             points[i] = (successes[i + 1] - successes[start]) / pooled
     return steps, points
+
+
+def reached(run: Sequence[dict], threshold: float) -> bool:
+    """Whether the run's latest success point is at `threshold` or above (`vlreward rl --stop-at`)."""
+    points = success_points(run)[1]
+    return len(points) > 0 and steps_to(points[-1:], points[-1:], threshold)[1]
 
 
 def steps_to(steps: np.ndarray, points: np.ndarray, threshold: float) -> tuple[float, bool]:
@@ -201,28 +208,26 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
 
 
 def mean_curve(runs: dict[int, list[dict]], column: str = "success_rate") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(env steps [I], mean success point over seeds [I], 95% bootstrap band [2, I]) cut to the shortest run.
-    `column` other than success_rate: a per-task column's trailing mean."""
-    length = min(len(run) for run in runs.values())
-    curves = []
-    for run in runs.values():
-        steps, points = success_points(run[:length]) if column == "success_rate" else (
-            np.array([r["env_steps"] for r in run[:length]], float),
-            trailing_mean(np.nan_to_num([r.get(column, np.nan) for r in run[:length]])))
-        curves.append((steps, points))
-    steps = np.mean([s for s, _ in curves], axis=0)
-    points = np.array([p for _, p in curves])
+    """(env steps [I], mean success point over seeds [I], 95% bootstrap band [2, I]) up to the longest run; past a
+    run's end (one stopped by `--stop-at`) the mean is over the runs still going. `column` other than success_rate:
+    a per-task column's trailing mean."""
+    length = max(len(run) for run in runs.values())
+    steps, points = np.full((len(runs), length), np.nan), np.full((len(runs), length), np.nan)
+    for i, run in enumerate(runs.values()):
+        steps[i, :len(run)], points[i, :len(run)] = success_points(run) if column == "success_rate" else (
+            [r["env_steps"] for r in run], trailing_mean(np.nan_to_num([r.get(column, np.nan) for r in run])))
     rng = np.random.default_rng(0)
-    resampled = points[rng.integers(len(points), size=(BOOTSTRAP // 4, len(points)))].mean(axis=1)
-    band = np.nanpercentile(resampled, [2.5, 97.5], axis=0) if np.isfinite(points).any() else np.zeros((2, length))
-    return steps, points.mean(axis=0), band
+    resampled = points[rng.integers(len(points), size=(BOOTSTRAP // 4, len(points)))]
+    with warnings.catch_warnings():  # all-nan columns: before MIN_EPISODES episodes, or past every run
+        warnings.simplefilter("ignore", RuntimeWarning)
+        band = (np.nanpercentile(np.nanmean(resampled, axis=1), [2.5, 97.5], axis=0) if np.isfinite(points).any()
+                else np.zeros((2, length)))
+        return np.nanmean(steps, axis=0), np.nanmean(points, axis=0), band
 
 
 def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
     """Success points against env steps: the mean over seeds per reward kind with its 95% bootstrap band, and the
     protocol's thresholds; one more panel per task of a multi-task run."""
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,9 +237,7 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str) -> Path:
     figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 3.8), squeeze=False)
     for axis, column in zip(axes[0], columns):
         for reward, runs in runs_of(rows).items():
-            with warnings.catch_warnings():  # all-nan columns before the first MIN_EPISODES episodes
-                warnings.simplefilter("ignore", RuntimeWarning)
-                steps, mean, band = mean_curve(runs, column)
+            steps, mean, band = mean_curve(runs, column)
             axis.plot(steps, mean, label=f"{reward} ({len(runs)} seed{'s' * (len(runs) > 1)})")
             axis.fill_between(steps, band[0], band[1], alpha=0.15)
         for threshold in THRESHOLDS:

@@ -1,8 +1,8 @@
 """`vlreward rl --library sb3`: the sparse-vs-dense experiment of `rl.train` with Stable-Baselines3 PPO.
 
-One run per (reward, seed), as `rl.train.train_run` does with RLlib, and the same curve rows
+One run per (reward, seed), as `rl.rllib_train.train_run` does with RLlib, and the same curve rows
 (`rl.train.CURVE_FIELDS`), one per rollout of `train_batch_size` env steps, so `rl.train.train` writes the same
-`curves.csv`, `curves.png` and summary. The envs are the suite's (`envs.suites.make_multitask_env`: frames in
+per-run CSVs, `curves.png` and summary. The envs are the suite's (`envs.suites.make_multitask_env`: frames in
 `info["frame"]`, the mission in `info["mission"]`), with the task embedding appended (`TaskObservation`), stepped
 as a `DummyVecEnv` of `num_envs` and wrapped in `rl.sb3.VecVLReward`. Dense rewards are relabelled at each
 rollout's end by default (`--relabel rollout`: episodes go to the model as they end while sampling goes on);
@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,10 +25,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from rewards.base import RewardModel
+from rl.experiment import reached
 from rl.sb3 import RelabelRollout, VecVLReward
-
-if TYPE_CHECKING:
-    from rl.train import Args
+from rl.train import Args, critic_input_size, make_training_env, reward_mix
 
 SUCCESS_WINDOW = 100  # finished episodes in the success rate (as RLlib's `log_success` window)
 
@@ -44,9 +43,10 @@ class CurveRows(BaseCallback):
     """
 
     def __init__(self, envs: VecVLReward, reward: str, seed: int, frame_bytes: int,
-                 relabel: RelabelRollout | None = None):
+                 relabel: RelabelRollout | None = None, stop_at: float = 0.0):
         super().__init__()
         self.envs, self.reward, self.seed, self.frame_bytes, self.relabel = envs, reward, seed, frame_bytes, relabel
+        self.stop_at = stop_at  # end training once the success point reaches it (`--stop-at`); 0: never
         self.rows: list[dict] = []
         self._successes: deque[bool] = deque(maxlen=SUCCESS_WINDOW)
         self._solved = np.zeros(envs.num_envs, bool)  # per sub-env: its episode reported success
@@ -74,7 +74,7 @@ class CurveRows(BaseCallback):
             self._successes.append(bool(self._solved[i]))
             self._episodes, self._wins = self._episodes + 1, self._wins + bool(self._solved[i])
             self._solved[i] = False
-        return True
+        return not (self.stop_at and self.rows and reached(self.rows, self.stop_at))
 
     def _on_rollout_end(self) -> None:  # after RelabelRollout's (listed after it)
         rewards = np.stack(self._rewards)  # [n_steps, num_envs]
@@ -111,7 +111,6 @@ class CurveRows(BaseCallback):
 
 def make_vec_env(args: Args, seed: int, render_size: int) -> VecMonitor:
     """`args.num_envs` envs of the suite (sub-env i seeded seed + i) in a DummyVecEnv, under a VecMonitor."""
-    from rl.train import make_training_env
 
     def make(i: int):
         return lambda: make_training_env({"env": args.env, "tasks": list(args.tasks), "seed": seed + i,
@@ -127,8 +126,6 @@ def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable
     The model comes from `reward_model_factory` (not called for "sparse"). PPO's settings follow the RLlib run's:
     a [64, 64] MLP, lr 3e-4, entropy 0.01, 4 epochs of minibatches of 128, rollouts of `train_batch_size` steps.
     """
-    from rl.train import critic_input_size, reward_mix
-
     mix = reward_mix(args, reward)
     if mix.normalize:
         raise ValueError("--normalize is not supported with --library sb3 (VecVLReward relabels unnormalised "
@@ -150,7 +147,8 @@ def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable
               learning_rate=3e-4, ent_coef=0.01, gae_lambda=args.gae_lambda, policy_kwargs={"net_arch": [64, 64]},
               seed=seed, device="cpu")
     relabel_callback = envs.relabel_callback() if relabel == "rollout" else None
-    curves = CurveRows(envs, reward, seed, frame_bytes=render_size * render_size * 3, relabel=relabel_callback)
+    curves = CurveRows(envs, reward, seed, frame_bytes=render_size * render_size * 3, relabel=relabel_callback,
+                      stop_at=args.stop_at)
     try:
         ppo.learn(args.steps, callback=CallbackList([c for c in (relabel_callback, curves) if c is not None]))
     finally:

@@ -1,14 +1,13 @@
-"""PPO (RLlib new API stack) with rewards from a vlreward `RewardModel`: the sparse-vs-dense experiment.
+"""The sparse-vs-dense experiment (`vlreward rl`): PPO with rewards from a vlreward `RewardModel`, in any RL library.
 
 The policy sees the env's state vector with the task's sentence embedding appended (`TaskObservation`), so one
-policy learns every task in `--tasks`. Frames are rendered at the critic's input size into `info["frame"]`. By
-default (`--score-in env-runner`) each env runner submits every finished episode's frames to the reward model as
-the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the scores reach the learner, whose
-`ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
-ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
-Each (reward, seed) run writes `<reward>-seed<k>.csv` as it ends; the summary and `curves.png` follow the one
+policy learns every task in `--tasks`. Frames are rendered at the critic's input size into `info["frame"]`. Each
+(reward, seed) run writes `<reward>-seed<k>.csv` as it ends; the summary and `curves.png` follow the one
 protocol of `rl.experiment` (steps to 0.7 and 0.9 success, median over seeds, ratio to sparse, intervals).
-`--library sb3` runs the same experiment with Stable-Baselines3 PPO instead (`rl.sb3_train`).
+
+This module is what every library shares: `Args`, the training env, the reward mix, the reward model and the
+driver. The libraries are a registry (`LIBRARIES`): a new one is one adapter module with a `train_run` and one
+line there; adapters import from here, never the other way round.
 
     python -m rl.train --env babyai --tasks GoToRedBall --reward sparse dense dense+sparse --steps 20000 --seeds 3
     python -m rl.train --url http://127.0.0.1:8000 --model babyai-liv   # rewards from a running service
@@ -21,28 +20,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import math
+import importlib
 import os
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-import torch
-
 from envs.suites import SUITES, make_multitask_env
+from rewards.args import arg, parse_args
 from rewards.base import RewardModel
-from rl.connector import ServiceReward
 from rl.experiment import TASK_SUCCESS, plot_curves, read_curves, summarize
 from rl.mix import MODES, SIGNALS, RewardMix
-from rl.submission import EpisodeScorer
-from rewards.args import arg, parse_args
 
-ENV_NAME = "vlreward-tasks"
+# library name -> the module whose `train_run(args, reward, seed, reward_model_factory) -> curve rows` makes one run
+LIBRARIES = {"rllib": "rl.rllib_train", "sb3": "rl.sb3_train"}
 SCORE_IN = ("env-runner", "learner")
-LIBRARIES = ("rllib", "sb3")
 RELABEL = ("rollout", "step")
 CURVE_FIELDS = ("reward", "seed", "iteration", "env_steps", "success_rate", "episodes", "successes",
                 "episode_return_mean", "train_return_mean", "time_s", "reward_s", "frames", "frame_mb",
@@ -90,6 +82,8 @@ class Args:
     gae_lambda: float = arg(0.95, "GAE lambda (0.95, SB3's and most PPO setups'; RLlib's own default 1.0 makes "
                             "the advantages Monte-Carlo returns, in which per-step rewards of value differences "
                             "telescope away: PPO learned 2x slower with it, sparse and dense alike)")
+    stop_at: float = arg(0.0, "end a run once its success point (rl.experiment's: trailing episodes pooled) reaches "
+                         "this; its steps to every threshold up to it are already final. 0 = run every step")
     out: str = arg("runs/rl", "folder for the runs' CSVs (<reward>-seed<k>.csv) and curves.png")
 
 
@@ -104,14 +98,14 @@ def critic_input_size(model: str, default: int = 64) -> int:
 
 
 def reward_mix(args: Args, reward: str) -> RewardMix:
-    """How `reward` (sparse, dense, dense+sparse) is made from scores and success, for either library."""
+    """How `reward` (sparse, dense, dense+sparse) is made from scores and success, in every library."""
     return RewardMix(mode=reward, signal=args.signal, success_bonus=args.success_bonus, scale=args.reward_scale,
                      normalize=args.normalize)
 
 
 def make_training_env(env_config: dict):
-    """RLlib env creator: the suite's env per task (envs.suites), sampled per episode, with the task in the
-    observation."""
+    """The env of a run (RLlib's env creator; one per SB3 sub-env): the suite's env per task (envs.suites), sampled
+    per episode, with the task in the observation."""
     env = make_multitask_env(env_config["env"], env_config["tasks"], seed=env_config.get("seed"),
                              render_size=env_config["render_size"],
                              max_episode_steps=env_config.get("max_episode_steps") or 0)
@@ -120,18 +114,6 @@ def make_training_env(env_config: dict):
 
         env = TaskObservation(env)
     return env
-
-
-def log_success(*, episode, metrics_logger=None, **kwargs) -> None:
-    """on_episode_end callback: 1.0 when any step reported `info["success"]`; per task too when the env names it
-    (`info["task"]`: several tasks, `envs.suites.TaskSampler`)."""
-    infos = episode.get_infos()
-    success = float(any(info.get("success", False) for info in infos))
-    metrics_logger.log_value("success_rate", success, window=100)
-    metrics_logger.log_value("episodes", 1, reduce="sum")  # this iteration's finished episodes and successes:
-    metrics_logger.log_value("successes", success, reduce="sum")  # the protocol's success points (rl.experiment)
-    if "task" in infos[0]:
-        metrics_logger.log_value(f"{TASK_SUCCESS}{infos[0]['task']}", success, window=100)
 
 
 def load_reward_model(model: str, url: str = "") -> RewardModel:
@@ -149,114 +131,25 @@ def load_reward_model(model: str, url: str = "") -> RewardModel:
     return load_model(model)
 
 
-def build_config(args: Args, reward: str, seed: int, reward_model_factory: Callable[[], RewardModel]):
-    """PPOConfig for one run; `reward_model_factory` is called inside the learner (never for "sparse")."""
-    from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
-    from ray.tune.registry import register_env
-
-    register_env(ENV_NAME, make_training_env)
-    mix = reward_mix(args, reward)
-    env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
-                  "render_size": (args.render_size or critic_input_size(args.model)) if mix.uses_model else 0,
-                  "max_episode_steps": args.max_episode_steps}
-    if args.score_in not in SCORE_IN:
-        raise ValueError(f"unknown score_in {args.score_in!r}; valid: {', '.join(SCORE_IN)}")
-    in_runner = args.score_in == "env-runner"
-    # env-runner path: frames leave the episodes at their end (submitted when the mix needs the model)
-    callbacks = (functools.partial(EpisodeScorer, reward_model_factory=reward_model_factory, submit=mix.uses_model,
-                                   ready_wait_s=args.ready_wait_s, max_in_flight=args.max_in_flight,
-                                   coalesce=args.coalesce, segment=args.segment)
-                 if in_runner else None)
-    return (
-        PPOConfig()
-        .environment(ENV_NAME, env_config=env_config)
-        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs,
-                     batch_mode="complete_episodes")
-        .training(train_batch_size=args.train_batch_size, minibatch_size=min(128, args.train_batch_size),
-                  num_epochs=4, lr=3e-4, entropy_coeff=0.01, lambda_=args.gae_lambda)
-        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
-        .learners(learner_connector=functools.partial(
-            _service_reward, reward_model_factory=None if in_runner else reward_model_factory, mix=mix,
-            ready_wait_s=args.ready_wait_s))
-        .callbacks(callbacks_class=callbacks, on_episode_end=log_success)
-        .debugging(seed=seed)
-    )
-
-
-def _service_reward(obs_space, act_space, **kwargs) -> ServiceReward:
-    return ServiceReward(obs_space, act_space, **kwargs)
-
-
-def iteration_row(reward: str, seed: int, iteration: int, result: dict, time_s: float) -> dict:
-    """One row of the learning curve from an `algo.train()` result."""
-    env_runners, learners = result.get("env_runners", {}), result.get("learners", {})
-    # time the training loop spent blocked on rewards: gathering + scoring in the learner (learner path), or
-    # submitting in the env runners + waiting for what was still in flight in the learner (env-runner path)
-    reward_s = sum(float(learners.get(f"vlreward/{key}", 0.0)) for key in ("score_s", "gather_s", "wait_s"))
-    reward_s += float(env_runners.get("vlreward/submit_s", 0.0))
-    per_task = {key: float(value) for key, value in env_runners.items() if key.startswith(TASK_SUCCESS)}
-    return {
-        "reward": reward, "seed": seed, "iteration": iteration,
-        "env_steps": int(env_runners.get("num_env_steps_sampled_lifetime", 0)),
-        "success_rate": float(env_runners.get("success_rate", np.nan)), **per_task,
-        "episodes": int(env_runners.get("episodes", 0)), "successes": int(env_runners.get("successes", 0)),
-        "episode_return_mean": float(env_runners.get("episode_return_mean", np.nan)),
-        "train_return_mean": float(learners.get("vlreward/mean_return", np.nan)),
-        "time_s": time_s, "reward_s": reward_s,
-        "frames": int(learners.get("vlreward/frames", 0)),
-        "frame_mb": float(learners.get("vlreward/frame_bytes", 0.0)) / 2**20,
-        # the live reward-hacking audit (rewards.metrics.RewardAudit over the learner's last episodes)
-        "reward_auroc": float(learners.get("vlreward/reward_auroc", np.nan)),
-        "false_pay_rate": float(learners.get("vlreward/false_pay_rate", np.nan)),
-    }
-
-
-def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable[[], RewardModel]) -> list[dict]:
-    """One PPO run of `args.steps` env steps; one curve row per iteration."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # RLlib seeds its env runners and learner from config.debugging(seed)
-    return run_iterations(build_config(args, reward, seed, reward_model_factory).build_algo(), reward, seed, args)
-
-
-def run_iterations(algo, reward: str, seed: int, args: Args) -> list[dict]:
-    """Train `algo` for `args.steps` env steps (then stop it); one printed curve row per iteration."""
-    rows: list[dict] = []
-    try:
-        for iteration in range(1, math.ceil(args.steps / args.train_batch_size) + 1):
-            start = time.perf_counter()
-            result = algo.train()
-            row = iteration_row(reward, seed, iteration, result, time.perf_counter() - start)
-            rows.append(row)
-            print(f"[{reward} seed {seed}] it {iteration:3d}  steps {row['env_steps']:6d}  "
-                  f"success {row['success_rate']:.2f}  train return {row['train_return_mean']:+.3f}  "
-                  f"{row['time_s']:.1f} s (rewards {row['reward_s']:.2f} s; frames {row['frames']}, "
-                  f"{row['frame_mb']:.1f} MB)", flush=True)
-            if row["env_steps"] >= args.steps:
-                break
-    finally:
-        algo.stop()
-    return rows
+def get_train_run(library: str) -> Callable[[Args, str, int, Callable[[], RewardModel]], list[dict]]:
+    """The run function of `library` (its module loads now: RLlib and SB3 are heavy); ValueError names the valid
+    libraries."""
+    if library not in LIBRARIES:
+        raise ValueError(f"unknown library {library!r}; valid: {', '.join(LIBRARIES)}")
+    return importlib.import_module(LIBRARIES[library]).train_run
 
 
 def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = None) -> list[dict]:
     """Every (reward, seed) run; writes `<reward>-seed<k>.csv` per run as it ends, then `curves.png` and the protocol's
     summary (`rl.experiment`). Returns all rows."""
-    import ray
-
     print("args:", dataclasses.asdict(args))
     factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
-    if args.library not in LIBRARIES:
-        raise ValueError(f"unknown library {args.library!r}; valid: {', '.join(LIBRARIES)}")
-    run = train_run
-    if args.library == "sb3":  # no Ray of its own; it joins the cluster only for `--url handle`
-        from rl.sb3_train import train_run as run
-    if (args.library == "rllib" or args.url == "handle") and not ray.is_initialized():
-        if args.url == "handle":  # join the cluster that runs the vlreward app
+    run = get_train_run(args.library)
+    if args.url == "handle":  # join the cluster that runs the vlreward app, before any library starts its own
+        import ray
+
+        if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
-        else:  # a fresh cluster of our own, never someone else's `ray start`
-            ray.init(address="local", num_cpus=max(2, args.num_env_runners + 1), include_dashboard=False)
     out, rows = Path(args.out), []
     for seed in range(args.seed, args.seed + args.seeds):  # seed-major: a stopped experiment stays balanced
         for reward in args.reward:

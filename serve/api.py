@@ -18,43 +18,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
 
 from rewards import InvalidTaskError, InvalidVideoError, ModelNotReadyError
 from serve.decoding import IsolatedDecoder
 from serve.errors import install_error_handlers
 from serve.guards import BodyGuard, TokenGuard
-from serve.intake import Edge, eval_labels, success_list, task_list, text_goal
+from serve.intake import Edge, eval_labels, success_list, task_list
 from serve.metrics import GatewayMetrics
 from serve.schemas import (AuditResponse, BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse,
                            ScoreResponse, StepResponse)
+from serve.settings import ApiSettings
 from serve.status import ERROR_STATUS, error_headers
 from serve.wire import load_npy, pack_states, unpack_states
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in sorted(set(ERROR_STATUS.values()))}
 NPY_TYPE = "application/x-npy"
-
-
-class ApiSettings(BaseModel):
-    """Limits and auth of the HTTP front door (built from ServeArgs by `from_args`)."""
-
-    default_model: str
-    api_token: str | None = None
-    max_body_bytes: int = 64 * 2**20
-    max_frames: int = 2048
-    max_pixels_per_frame: int = 512 * 512
-    retry_after_s: float = Field(1.0, description="Retry-After of every 503")
-    body_read_timeout_s: float = Field(10.0, description="408 after this long without a part of the body")
-    max_concurrent_bodies: int = Field(64, description="slow bodies received at once; beyond them 503")
-    ready_timeout_s: float = Field(5.0, description="how long /readyz waits for each model")
-
-    @classmethod
-    def from_args(cls, args, api_token: str | None = None) -> "ApiSettings":
-        """The settings of `args` (a serve.app.ServeArgs): its first model is the default route, and `api_token`
-        (e.g. from the environment) stands in for a missing `args.api_token`."""
-        shared = set(cls.model_fields) & set(type(args).model_fields) - {"api_token"}
-        return cls(default_model=args.models[0].key, api_token=args.api_token or api_token,
-                   **args.model_dump(include=shared))
 
 
 def current_edge(request: Request) -> Edge:
@@ -224,7 +202,7 @@ async def evaluate(
              summary="Embed a task with a model (the goal embedding the service caches)")
 async def embed(edge: EdgeDep, task: str = Form(...), model: str | None = Form(None)):
     _, handle = edge.model(model)
-    return await edge.ask(handle.embed.remote(text_goal(task)))
+    return await edge.ask(handle.embed.remote(await edge.goal(task, None, None)))
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

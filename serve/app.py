@@ -14,8 +14,8 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from rewards import DEFAULT_MODEL
-from serve.api import ApiSettings
 from serve.deployments import Gateway, ModelIngress, ModelServer
+from serve.settings import ApiSettings
 
 
 class ModelSpec(BaseModel):

@@ -209,8 +209,9 @@ class ModelIngress(ModelReplica, Draining):
 
     def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str,
                  other_handles: dict, settings: dict):
-        from serve.api import ApiSettings, create_api
+        from serve.api import create_api
         from serve.decoding import IsolatedDecoder
+        from serve.settings import ApiSettings
 
         super().__init__(model_name, model_root, goal_cache_size, precision)
         self.decoder = IsolatedDecoder(warm=True)
@@ -233,8 +234,9 @@ class Gateway(Draining):
     """HTTP ingress: auth, limits, decoding and validation; scoring goes to the ModelServer handles."""
 
     def __init__(self, model_handles: dict, settings: dict):
-        from serve.api import ApiSettings, create_api
+        from serve.api import create_api
         from serve.decoding import IsolatedDecoder
+        from serve.settings import ApiSettings
 
         self.decoder = IsolatedDecoder(warm=True)
         self.api = create_api(model_handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from fastapi import UploadFile
 from pydantic import ValidationError
 
 from rewards import Goal, InvalidTaskError, InvalidVideoError, PayloadTooLargeError, UnknownModelError
+from rewards.base import check_task_text
 from rewards.preprocess import check_frames
 from rewards.video import decode_image
 from serve.audit import AuditBook
@@ -21,10 +22,8 @@ from serve.decoding import IsolatedDecoder
 from serve.errors import from_ray
 from serve.metrics import GatewayMetrics, timer
 from serve.schemas import EvalLabel
+from serve.settings import ApiSettings
 from serve.wire import load_npy, load_npz
-
-if TYPE_CHECKING:
-    from serve.api import ApiSettings
 
 
 class Edge:
@@ -92,13 +91,7 @@ class Edge:
             return self.frames((await asyncio.to_thread(decode_image, await goal_image.read()))[None])[0]
         if demo is not None:
             return await self.media(await demo.read())
-        return text_goal(task)
-
-
-def text_goal(task: str | None) -> str:
-    if task is None or not task.strip():
-        raise InvalidTaskError("a non-empty `task` is required")
-    return task
+        return check_task_text(task)
 
 
 def task_list(tasks: str, count: int) -> list[str]:
@@ -107,9 +100,9 @@ def task_list(tasks: str, count: int) -> list[str]:
         parsed = json.loads(tasks)
     except json.JSONDecodeError:
         raise InvalidTaskError("tasks must be a JSON list of strings") from None
-    if not isinstance(parsed, list) or len(parsed) not in (1, count):
+    if not isinstance(parsed, list) or len(parsed) not in (1, count) or not all(isinstance(t, str) for t in parsed):
         raise InvalidTaskError(f"tasks must be a JSON list of 1 or {count} strings")
-    return [text_goal(t if isinstance(t, str) else None) for t in parsed * (count // len(parsed))]
+    return [check_task_text(t) for t in parsed * (count // len(parsed))]
 
 
 def success_list(successes: str | None, count: int) -> list[bool] | None:
@@ -137,7 +130,7 @@ def eval_labels(labels: str, arrays: list[np.ndarray]) -> list[dict]:
     if len(parsed) != len(arrays):
         raise InvalidTaskError(f"{len(arrays)} trajectories but {len(parsed)} labels")
     for label, frames in zip(parsed, arrays):
-        text_goal(label["task"])
+        check_task_text(label["task"])
         if "progress" in label and len(label["progress"]) != len(frames):
             raise InvalidTaskError(f"progress has {len(label['progress'])} values for {len(frames)} frames")
     return parsed

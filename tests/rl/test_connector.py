@@ -21,8 +21,9 @@ from rewards.base import MAX_TASK_CHARS, GoalEmbedding, Score, goal_digest
 from rl.connector import ServiceReward
 from rl.handle import DeploymentRewardModel
 from rl.mix import RewardMix
+from rl.rllib_train import build_config
 from rl.submission import SCORE_KEY, EpisodeScorer, EpisodeSubmitter, PendingScore
-from rl.train import Args, build_config
+from rl.train import Args
 from serve.client import RemoteRewardModel
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.experiment import (MIN_EPISODES, compare, main, median_interval, read_runs, steps_to, success_points,
-                           summarize)
+from rl.experiment import (MIN_EPISODES, compare, main, mean_curve, median_interval, reached, read_runs, steps_to,
+                           success_points, summarize)
 from rl.train import CURVE_FIELDS, run_file, write_curves
 
 
@@ -31,6 +31,17 @@ def test_steps_to_a_threshold_is_the_first_reach_or_the_censored_budget():
     assert steps_to(steps, points, 0.7) == (2000.0, True)  # first reach, not a later dip or the last step
     assert steps_to(steps, points, 0.9) == (4000.0, True)
     assert steps_to(steps, points, 0.99) == (4000.0, False)  # never: the run's budget, censored
+
+
+def test_a_run_stopped_at_a_threshold_has_its_point_there_and_the_curve_goes_on_with_the_others():
+    stopped = run("dense", 0, [0, 30, 38])  # points: 0, 0.375, 0.567 (40-episode iterations pool 32+ at once)
+    assert not reached(stopped[:2], 0.5) and reached(stopped, 0.5) and not reached(stopped, 0.9)
+    assert not reached([], 0.5)
+    longer = run("dense", 1, [0, 0, 0, 40, 40])
+    steps, mean, band = mean_curve({0: stopped, 1: longer})
+    np.testing.assert_array_equal(steps, [1000, 2000, 3000, 4000, 5000])
+    np.testing.assert_allclose(mean[3:], success_points(longer)[1][3:])  # past the stop: the run still going
+    assert band.shape == (2, 5)
 
 
 def test_the_ratio_is_of_median_first_reaches_with_censored_seeds_at_their_budget():

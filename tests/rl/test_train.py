@@ -1,6 +1,9 @@
-"""Language-conditioned PPO: the task embedding reaches the policy; success per task in the summary."""
+"""Language-conditioned PPO: the task embedding reaches the policy; success per task in the summary; each RL library
+is one run function behind `vlreward rl`."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
@@ -8,8 +11,9 @@ import torch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 
 from rewards.text import MINILM_DIM, shared_minilm
-from rl.experiment import plot_curves, read_curves, summarize
-from rl.train import CURVE_FIELDS, Args, build_config, iteration_row, make_training_env, write_curves
+from rl.experiment import plot_curves, reached, read_curves, summarize
+from rl.rllib_train import build_config, iteration_row
+from rl.train import CURVE_FIELDS, LIBRARIES, Args, get_train_run, make_training_env, train, write_curves
 
 TASKS = ["GoToRedBallNoDists", "GoToLocal"]  # "go to the red ball" and "go to the <colour> <object>" missions
 
@@ -97,3 +101,33 @@ def test_the_reward_share_counts_submitting_and_waiting_on_the_env_runner_path()
     assert (row["reward_s"], row["frames"], row["frame_mb"]) == (0.75, 900, 1.0)
     older = {"env_runners": {}, "learners": {"vlreward/gather_s": 0.125, "vlreward/score_s": 2.0}}
     assert iteration_row("dense", 0, 1, older, 10.0)["reward_s"] == 2.125
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_each_library_is_one_run_function_of_the_same_signature(library):
+    try:
+        run = get_train_run(library)
+    except ModuleNotFoundError as missing:  # an optional library that is not installed (sb3: pip install -e '.[sb3]')
+        pytest.skip(str(missing))
+    assert list(inspect.signature(run).parameters) == ["args", "reward", "seed", "reward_model_factory"]
+
+
+def test_an_unknown_library_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: rllib, sb3"):
+        get_train_run("cleanrl")
+
+
+def test_vlreward_rl_runs_rllib_through_the_registry(tmp_path, ray_cluster):
+    rows = train(Args(tasks=["GoToRedBall"], reward=["sparse"], steps=64, train_batch_size=64, num_envs=2,
+                      max_episode_steps=8, out=str(tmp_path)))
+    assert [row["iteration"] for row in rows] == [1] and rows[0]["env_steps"] >= 64
+    assert read_curves(tmp_path / "sparse-seed0.csv")[0]["env_steps"] == rows[0]["env_steps"]
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_a_run_ends_once_its_success_point_reaches_stop_at(library, tmp_path, ray_cluster):
+    # a random policy solves GoToRedBallNoDists about a third of the time: the first point (32+ episodes) is > 0.05
+    rows = train(Args(library=library, tasks=["GoToRedBallNoDists"], reward=["sparse"], steps=50_000,
+                      train_batch_size=512, num_envs=2, stop_at=0.05, out=str(tmp_path)))
+    assert reached(rows, 0.05) and not reached(rows[:-1], 0.05)
+    assert rows[-1]["env_steps"] < 10_000

@@ -32,7 +32,7 @@ def test_yaml_config_mixes_names_and_full_specs_and_flags_override_it(tmp_path):
 
 def test_the_ingress_settings_come_from_serve_args():
     """Every ApiSettings field that ServeArgs has is taken from it; the ingress holds ingress_max_ongoing_requests."""
-    from serve.api import ApiSettings
+    from serve.settings import ApiSettings
 
     args = ServeArgs(models=["babyai-orca", "babyai-liv"], max_body_bytes=1000, max_frames=7, max_pixels_per_frame=99,
                      retry_after_s=4.5, body_read_timeout_s=3, max_concurrent_bodies=9, ingress_max_ongoing_requests=77)

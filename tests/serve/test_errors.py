@@ -55,7 +55,8 @@ def test_every_503_carries_the_configured_retry_after_and_other_statuses_none():
     """The FastAPI app's handlers answer each error at the table's status; 503s with Retry-After: retry_after_s."""
     from fastapi.testclient import TestClient
 
-    from serve.api import ApiSettings, create_api
+    from serve.api import create_api
+    from serve.settings import ApiSettings
 
     app = create_api({}, ApiSettings(default_model="babyai-liv", retry_after_s=7.2))
     raised = {cls.__name__: cls for cls in ERROR_STATUS}
