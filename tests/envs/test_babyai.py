@@ -26,6 +26,17 @@ def test_frame_is_resized_exactly(task, render_size):
     assert info["frame"].shape == (render_size, render_size, 3)
 
 
+@pytest.mark.parametrize("task", ["GoToRedBall", "KeyCorridorS3R3"])
+def test_the_frame_is_minigrids_own_unhighlighted_view(task):
+    env = make_env(task, seed=3, render_size=70)
+    for action in (None, 2, 0, 2, 1):
+        info = env.reset()[1] if action is None else env.step(action)[-1]
+        tile_size = -(-70 // max(env.unwrapped.width, env.unwrapped.height))  # as render_frame sizes its tiles
+        frame = env.unwrapped.get_frame(highlight=False, tile_size=tile_size)
+        rows = np.arange(70) * frame.shape[0] // 70
+        assert np.array_equal(info["frame"], frame[rows][:, np.arange(70) * frame.shape[1] // 70])
+
+
 def test_unknown_level_lists_valid_names():
     with pytest.raises(ValueError, match="GoToRedBall"):
         make_env("GoToTheMoon")
