@@ -2,7 +2,7 @@
 two imported on first use, so wrapper users pay for neither RLlib nor SB3)."""
 
 from rl.mix import MODES, RewardMix
-from rl.scoring import MissingInputError
+from rl.inputs import MissingInputError
 from rl.wrappers import VectorVLReward, VLReward
 
 __all__ = ["MODES", "MissingInputError", "RelabelRollout", "RewardMix", "ServiceReward", "VLReward",

@@ -1,10 +1,18 @@
-"""`ServiceReward`: a learner connector piece that relabels whole episodes with a `RewardModel`'s scores.
+"""RLlib's two adapters over the scoring engine (`rl.submission`): `EpisodeScorer`, an env-runner callback that
+submits each episode as it ends (or in segments while it runs), and `ServiceReward`, a learner connector piece that
+relabels whole episodes with the scores.
 
-Two ways in: the scores the env runners submitted as episodes ended (`rl.submission.EpisodeScorer`, a
-`PendingScore` in `episode.custom_data`), collected here with a wait only for those still in flight; or, when the
-episodes carry their frames instead, one `score_batch` call here per training batch (the older, blocking path).
+Two ways into the connector: the scores the env runners submitted (a `PendingScore` in `episode.custom_data`),
+collected with a wait only for those still in flight; or, when the episodes carry their frames instead, one batch
+call here per training batch (the older, blocking path).
 
-Verified in RLlib 2.60 (new API stack, PPO):
+Verified in RLlib 2.60 (new API stack), env runner side: with `batch_mode="complete_episodes"` every `sample()`
+resets the envs, so episodes never span two calls (`t_started == 0`); `on_episode_end` runs before `to_numpy()`,
+when the infos are still the env's own dicts; `custom_data` survives `to_numpy()` and reaches the learner
+(in-process with 0 env runners and a local learner; pickled otherwise, when a `PendingScore` resolves to its
+outcome first).
+
+Learner side (PPO):
 - Added via `config.learners(learner_connector=lambda obs_space, act_space: ServiceReward(...))`; custom pieces run
   after `AddOneTsToEpisodesAndTruncate` (prepended by `PPOLearner.build`) and before the default pieces, so
   `AddColumnsFromEpisodesToTrainBatch` copies `episode.get_rewards()` into the batch and then GAE reads that column.
@@ -23,36 +31,94 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 
-from rewards import ModelNotReadyError
-from rewards.base import RewardModel, Score
+from rewards import VLRewardError
+from rewards.base import RewardModel, Score, scores_in_segments
 from rewards.metrics import RewardAudit
 from rl.mix import RewardMix, RunningStd
-from rl.submission import SCORE_KEY, PendingScore
+from rl.submission import EpisodeSubmitter, PendingScore, RunningEpisode
+
+SCORE_KEY = "vlreward_score"  # episode.custom_data key holding the episode's PendingScore
+RUNNING_KEY = "vlreward_running"  # a running episode's RunningEpisode (its segments sent so far)
+_LEARNER_BATCH = 1 << 16  # the learner path sends an iteration's episodes in one call: no smaller bound
 
 # set by AddOneTsToEpisodesAndTruncate once it has appended the masked bootstrap step to every episode
 _EXTRA_STEP_FLAG = "_added_loss_mask_for_valid_episode_ts"
 
 
-def score_when_ready(model_factory: Callable[[], RewardModel], trajectories, goals, wait_s: float,
-                     poll_s: float = 1.0) -> tuple[RewardModel, list[Score]]:
-    """Build the model if needed and score; on `ModelNotReadyError` retry for up to `wait_s`, then raise.
+class EpisodeScorer(RLlibCallback):
+    """Env-runner callback: take each episode's frames out of its infos and (when `submit` is set) submit them with
+    the mission; the episode's `PendingScore` goes to `episode.custom_data[SCORE_KEY]` at its end.
 
-    The raised error says that the iteration stopped rather than training on made-up rewards.
+    With `segment` > 0 and a model that scores in segments (`rewards.scores_in_segments`: LIV, the progress
+    critic), a running episode's frames go out every `segment` steps (`rl.submission.RunningEpisode`) while sampling
+    goes on, so at the end of a `sample()` only the last few frames of each episode are still in flight. Other
+    models get whole episodes.
+
+    Frames come from `info["frame"]` (uint8 [H, W, 3], the reset info holds frame 0), the goal from the reset
+    info's `info["mission"]`; segments and episodes queued together share one request (`coalesce`, HTTP only).
+    Give it to RLlib as `config.callbacks(functools.partial(EpisodeScorer, ...))`
+    (settings do not reach remote env runners as class attributes). Logs `vlreward/submit_s` (time the sampler
+    spent submitting, backpressure included), `vlreward/frames_submitted` and `vlreward/frame_bytes_submitted`.
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            model = model_factory()
-            return model, list(model.score_batch(trajectories, goals))
-        except ModelNotReadyError as error:
-            if time.monotonic() >= deadline:
-                raise ModelNotReadyError(
-                    f"reward model not ready after waiting {wait_s:.0f} s ({error}); stopping this training "
-                    "iteration instead of training on missing rewards"
-                ) from error
-            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def __init__(self, *, reward_model_factory: Callable[[], RewardModel] | None = None, submit: bool = True,
+                 ready_wait_s: float = 0.0, max_in_flight: int = 64, coalesce: int = 16, segment: int = 0):
+        super().__init__()
+        if submit and reward_model_factory is None:
+            raise ValueError("EpisodeScorer needs a reward_model_factory to submit episodes")
+        self.submitter = (EpisodeSubmitter(reward_model_factory, ready_wait_s, max_in_flight, coalesce=coalesce)
+                          if submit else None)
+        self.segment = segment
+        self._segments: bool | None = None  # whether the model scores in segments; asked once, at the first one
+
+    def on_episode_step(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        if self.submitter is None or not self.segment or episode.is_done or len(episode) % self.segment:
+            return
+        if self._segments is None:
+            try:
+                self._segments = scores_in_segments(self.submitter.model())
+            except VLRewardError:  # not reachable yet: whole episodes for now, and their submission says why
+                return
+        if self._segments:
+            start = time.perf_counter()
+            if RUNNING_KEY not in episode.custom_data:
+                episode.custom_data[RUNNING_KEY] = RunningEpisode(self._goal(episode), in_segments=True)
+            running = episode.custom_data[RUNNING_KEY]
+            self._send(episode, running, metrics_logger, start)
+
+    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        start = time.perf_counter()
+        if episode.t_started != 0:
+            raise ValueError(f"episode {episode.id_} starts at t={episode.t_started}: EpisodeScorer scores whole "
+                             "episodes, use batch_mode='complete_episodes'")
+        running = episode.custom_data.pop(RUNNING_KEY, None)
+        if self.submitter is None:  # sparse: the frames only leave the infos
+            for info in episode.get_infos():
+                info.pop("frame", None)
+            return
+        running = running or RunningEpisode(self._goal(episode), in_segments=False)
+        self._send(episode, running, metrics_logger, start)
+        episode.custom_data[SCORE_KEY] = running.score()
+
+    @staticmethod
+    def _goal(episode):
+        return episode.get_infos(0)["mission"]
+
+    def _send(self, episode, running: RunningEpisode, metrics_logger, start: float) -> None:
+        """Pop the frames not sent yet out of the infos and send them (stacked off this thread)."""
+        frames = [info.pop("frame", None) for info in episode.get_infos()[running.num_frames:]]
+        if any(frame is None for frame in frames):
+            raise KeyError("EpisodeScorer needs info['frame'] at every step (and the reset info): render frames in "
+                           "the env (envs.<suite>.make_env does)")
+        running.add(frames)
+        part = self.submitter.send([running])[0]
+        if metrics_logger is not None:
+            metrics_logger.log_value("vlreward/submit_s", time.perf_counter() - start, reduce="sum")
+            metrics_logger.log_value("vlreward/frames_submitted", part.num_frames, reduce="sum")
+            metrics_logger.log_value("vlreward/frame_bytes_submitted", part.nbytes, reduce="sum")
 
 
 class ServiceReward(ConnectorV2):
@@ -61,7 +127,7 @@ class ServiceReward(ConnectorV2):
     Each episode brings either a `PendingScore` in `custom_data["vlreward_score"]` (submitted by the env runner's
     `EpisodeScorer` as the episode ended: this piece waits only for the ones still in flight, at most
     `collect_timeout_s`), or its frames in `info["frame"]` (uint8 [H, W, 3]; the reset info holds frame 0) with
-    the goal in `info["mission"]`, which this piece scores in one `score_batch` call. The sparse signal is
+    the goal in `info["mission"]`, which this piece scores in one batch call. The sparse signal is
     `info["success"]`, or the env's own reward with `RewardMix(sparse="env_reward")`. A failed or missing score
     raises and fails the iteration: a batch is never trained on zeros. On the frames path an unreachable model is
     waited for up to `ready_wait_s`, then raises.
@@ -69,8 +135,8 @@ class ServiceReward(ConnectorV2):
     `reward_model_factory` (frames path only) is called lazily in the learner process (once it succeeds), so an HTTP
     client, a Serve deployment handle or an in-process model all work and nothing unpicklable travels with the config.
     `audit` (`rewards.metrics.RewardAudit`) keeps the model's episode returns against success over the last episodes;
-    its AUROC and false-pay rate reach the curve rows. After each call `last_scores` holds the `Score`s, `last_rewards` maps episode id -> rewards[T] written and
-    `last_cost` the frames' cost (count, bytes; seconds to gather and score, or to wait and how many were missing).
+    its AUROC and false-pay rate reach the curve rows. After each call `last_scores` holds the `Score`s,
+    `last_rewards` maps episode id -> rewards[T] written and `last_cost` the frames' cost (count, bytes; seconds to gather and score, or to wait and how many were missing).
     """
 
     def __init__(self, input_observation_space=None, input_action_space=None, *,
@@ -83,18 +149,19 @@ class ServiceReward(ConnectorV2):
         self.collect_timeout_s = collect_timeout_s
         self.return_std = RunningStd()
         self.audit = RewardAudit()  # the model's episode returns against success: the policy finding blind spots
-        self._model: RewardModel | None = None
+        self._submitter: EpisodeSubmitter | None = None  # the frames path's, made at its first use
         self.last_scores: list[Score] = []
         self.last_rewards: dict[str, np.ndarray] = {}
         self.last_cost: dict[str, float] = {}
 
-    def _model_or_factory(self) -> RewardModel:
-        if self._model is None:
+    def _frames_submitter(self) -> EpisodeSubmitter:
+        if self._submitter is None:
             if self.reward_model_factory is None:
                 raise ValueError("episodes carry frames but ServiceReward has no reward_model_factory to score them; "
-                                 "submit them from the env runners with rl.submission.EpisodeScorer")
-            self._model = self.reward_model_factory()
-        return self._model
+                                 "submit them from the env runners with rl.connector.EpisodeScorer")
+            self._submitter = EpisodeSubmitter(self.reward_model_factory, self.ready_wait_s,
+                                               max_in_flight=_LEARNER_BATCH, coalesce=_LEARNER_BATCH)
+        return self._submitter
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs) -> Any:
         if not episodes:
@@ -184,7 +251,7 @@ class ServiceReward(ConnectorV2):
             goals.append(infos[0]["mission"])
         gather_s = time.perf_counter() - start
         start = time.perf_counter()
-        self._model, scores = score_when_ready(self._model_or_factory, trajectories, goals, self.ready_wait_s)
+        scores = [pending.result() for pending in self._frames_submitter().submit_all(trajectories, goals)]
         self.last_cost = {"frames": float(sum(len(t) for t in trajectories)),
                           "frame_bytes": float(sum(t.nbytes for t in trajectories)),
                           "gather_s": gather_s, "score_s": time.perf_counter() - start}

@@ -1,7 +1,7 @@
 """`vlreward rl --library rllib`: one run of the sparse-vs-dense experiment (`rl.train`) with RLlib PPO (new API stack).
 
 By default (`--score-in env-runner`) each env runner submits every finished episode's frames to the reward model as
-the episode ends and keeps sampling (`rl.submission.EpisodeScorer`); only the scores reach the learner, whose
+the episode ends and keeps sampling (`rl.connector.EpisodeScorer`); only the scores reach the learner, whose
 `ServiceReward` connector waits only for those still in flight. `--score-in learner` is the older path: frames
 ride with the episodes and the connector scores an iteration's episodes in one `score_batch` call (design.md §6b).
 """
@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from rewards.base import RewardModel
-from rl.connector import ServiceReward
+from rl.connector import EpisodeScorer, ServiceReward
 from rl.experiment import TASK_SUCCESS, reached
-from rl.submission import EpisodeScorer
 from rl.train import SCORE_IN, Args, critic_input_size, make_training_env, reward_mix
 
 ENV_NAME = "vlreward-tasks"

@@ -41,8 +41,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 from rewards import Goal, RewardModel
 from rl.mix import RewardMix
-from rl.scoring import (FRAME_HELP, DelayedRewards, InputWarnings, MissingInputError, Relabels, check_frame,
-                        goal_of, sparse_signal)
+from rl.inputs import FRAME_HELP, InputWarnings, MissingInputError, check_frame, goal_of, sparse_signal
+from rl.relabel import DelayedRewards, Relabels
 
 __all__ = ["RelabelRollout", "VecVLReward"]
 MODES = ("step", "rollout")
@@ -65,8 +65,8 @@ class VecVLReward(VecEnvWrapper):
         mix: how the dense signal and success combine (`rl.mix.RewardMix`).
         relabel: "step" or "rollout" (see the module docstring).
         segments: rollout mode, for models that score in segments (`rewards.scores_in_segments`: LIV, the
-            progress critics): unfinished episodes also go to the service in pieces while it is idle, so the
-            rollout's end waits only for the last few steps (`rl.scoring.DelayedRewards`).
+            progress critics): unfinished episodes also go to the service in pieces while they run, so the
+            rollout's end waits only for the last few steps (`rl.relabel.DelayedRewards`).
 
     `steps` counts vector steps; `wait_s` sums the seconds spent blocked on the model; `frames_sent` counts the
     frames sent to it.
@@ -198,7 +198,7 @@ class RelabelRollout(BaseCallback):
     """At the end of each rollout of an on-policy algorithm (PPO, A2C), wait for the dense rewards of the rollout's
     steps from a `VecVLReward(relabel="rollout")`, add them into `rollout_buffer.rewards` and recompute returns and
     advantages, before the update. `wait_s` sums the time spent waiting; `relabelled` counts rewards added;
-    `relabels` holds the last rollout's (`rl.scoring.Relabels`)."""
+    `relabels` holds the last rollout's (`rl.relabel.Relabels`)."""
 
     def __init__(self, envs: VecVLReward, verbose: int = 0):
         super().__init__(verbose)

@@ -1,14 +1,11 @@
-"""Scoring off the critical path: env runners submit each finished episode and keep sampling.
+"""The RL side's one scoring engine: trajectories go to a `RewardModel` without the sampler waiting for them.
 
-`EpisodeScorer` is an RLlib callback that runs in every env runner. At `on_episode_end` it takes the episode's
-frames out of its infos (they never travel to the learner), submits them with the mission to the reward model
-and stores a `PendingScore` in `episode.custom_data["vlreward_score"]`; the `ServiceReward` learner connector
-collects those and waits only for the ones still in flight.
-
-Verified in RLlib 2.60 (new API stack): with `batch_mode="complete_episodes"` every `sample()` resets the envs,
-so episodes never span two calls (`t_started == 0`); `on_episode_end` runs before `to_numpy()`, when the infos
-are still the env's own dicts; `custom_data` survives `to_numpy()` and reaches the learner (in-process with
-0 env runners and a local learner; pickled otherwise, when a `PendingScore` resolves to its outcome first).
+`EpisodeSubmitter.submit(frames, goal) -> PendingScore` queues a trajectory; one dispatcher thread sends what is
+queued (episodes that end together: one batch call), bounds what is in flight and retries an unready model for a
+while before failing with one clear error. `RunningEpisode` sends an episode in segments while it runs (behind
+frame 0) and joins their scores. The adapters sit on top: the RLlib env-runner callback and learner connector
+(`rl.connector`), the gymnasium and SB3 vector wrappers (`rl.relabel`). A failed call is never a reward of 0: its
+error reaches `PendingScore.result()`.
 """
 
 from __future__ import annotations
@@ -18,16 +15,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rewards import ModelNotReadyError, VLRewardError
-from rewards.base import Goal, RewardModel, Score, join_segments, scores_in_segments
-
-SCORE_KEY = "vlreward_score"  # episode.custom_data key holding the episode's PendingScore
-SEGMENTS_KEY = "vlreward_segments"  # a running episode's segments so far: (frame 0, frames sent, [PendingScore])
+from rewards import ModelNotReadyError
+from rewards.base import Goal, RewardModel, Score, join_segments
 
 
 class PendingScore:
@@ -82,6 +75,50 @@ def _settled(score: Score | None, error: Exception | None, num_frames: int, nbyt
     return PendingScore(future, num_frames, nbytes)
 
 
+class RunningEpisode:
+    """One episode's frames on their way to an `EpisodeSubmitter`, sent while it runs.
+
+    `in_segments` (models where `rewards.scores_in_segments`: LIV, the progress critics): each send carries the
+    frames added since the last one, behind frame 0, and `score()` joins the segments' scores (equal to scoring
+    the episode whole). Otherwise each send carries the whole episode so far and `score()` is the latest one's
+    (a prefix's score, until the episode's end is sent).
+    """
+
+    def __init__(self, goal: Goal, in_segments: bool):
+        self.goal, self.in_segments = goal, in_segments
+        self.num_frames = self.sent_frames = 0  # frames added so far; of those, sent
+        self._frames: list[np.ndarray] = []  # in segments: the frames not sent yet; else all of them
+        self._first: np.ndarray | None = None  # frame 0, which every later segment goes behind
+        self._parts: list[PendingScore] = []
+
+    @property
+    def unsent(self) -> int:
+        """Frames added since the last send."""
+        return self.num_frames - self.sent_frames
+
+    def add(self, frames: Sequence[np.ndarray]) -> None:
+        """frames: the episode's next uint8 [H, W, 3] frames (the first call starts with the reset frame)."""
+        if not self.num_frames and len(frames):
+            self._first = frames[0]
+        self._frames.extend(frames)
+        self.num_frames += len(frames)
+
+    def _piece(self) -> list[np.ndarray]:
+        """The trajectory to send now; in segments a later one goes behind frame 0 (its first value is dropped)."""
+        piece = [self._first, *self._frames] if self.in_segments and self.sent_frames else list(self._frames)
+        if self.in_segments:
+            self._frames = []
+        self.sent_frames = self.num_frames
+        return piece
+
+    def _sent(self, part: PendingScore) -> None:
+        self._parts = [*self._parts, part] if self.in_segments else [part]
+
+    def score(self) -> PendingScore:
+        """The score of every frame sent so far."""
+        return self._parts[0] if len(self._parts) == 1 else joined(self._parts)
+
+
 @dataclass
 class _Job:
     outer: concurrent.futures.Future
@@ -93,26 +130,25 @@ class _Job:
 class EpisodeSubmitter:
     """Submit trajectories to a `RewardModel` without waiting: `submit(frames, goal) -> PendingScore`.
 
-    `submit` only queues the trajectory: one dispatcher thread stacks the frames and sends them, so the sampling
-    thread neither encodes nor blocks on the client. Trajectories queued together (the sub-envs of a vector env that
-    end on the same step) go out as one `submit_batch` request when the model has it and `coalesce` is set (the HTTP
-    client: one request instead of several); otherwise each goes through the model's `submit(frames, goal) ->
-    Future[Score]` (the HTTP client, `DeploymentRewardModel`), or `score` on one of `threads` worker threads.
-    The model comes from `model_factory` on first use, in the dispatcher. At most `max_in_flight` trajectories are
-    out at once: the next `submit` blocks until one returns (backpressure on the sampler, not an unbounded queue).
-    A call failing with `ModelNotReadyError` is sent again every `poll_s` until `ready_wait_s` after the
-    submission, then fails; other errors fail at once. Failures reach `PendingScore.result()`: never a 0.
+    Submitting only queues: one dispatcher thread stacks the frames and sends them, so the sampling thread neither
+    encodes nor blocks on the client. Trajectories queued together (`submit_all`, or submitted while the last call
+    went out; at most `coalesce`) go out as one call: the model's `submit_batch` (text goals; the HTTP client: one
+    request), else its `submit` for each (the HTTP client, `DeploymentRewardModel`), else an in-process model's
+    `score_batch` on the dispatcher thread (torch releases the GIL). The model comes from `model_factory` on first
+    use, in the dispatcher. At most `max_in_flight` trajectories are out at once: submitting more blocks until one
+    returns (backpressure on the sampler, not an unbounded queue). A call (or the factory) failing with
+    `ModelNotReadyError` is sent again every `poll_s` until `ready_wait_s` after the submission, then fails with
+    `not_ready`; other errors fail at once. Failures reach `PendingScore.result()`: never a 0.
     """
 
     def __init__(self, model_factory: Callable[[], RewardModel], ready_wait_s: float = 0.0,
-                 max_in_flight: int = 64, threads: int = 4, poll_s: float = 1.0, coalesce: int = 16):
-        self.model_factory, self.ready_wait_s, self.poll_s, self.threads = model_factory, ready_wait_s, poll_s, threads
-        self.coalesce = coalesce
+                 max_in_flight: int = 64, poll_s: float = 1.0, coalesce: int = 16):
+        self.model_factory, self.ready_wait_s, self.poll_s = model_factory, ready_wait_s, poll_s
+        self.coalesce = max(1, coalesce)
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self._model: RewardModel | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
 
     def model(self) -> RewardModel:
@@ -124,175 +160,124 @@ class EpisodeSubmitter:
     def submit(self, frames: np.ndarray | list, goal: Goal) -> PendingScore:
         """frames: uint8 [T, H, W, 3] (or a list of T [H, W, 3] frames). Returns at once unless `max_in_flight`
         trajectories are out."""
-        self._slots.acquire()
-        outer: concurrent.futures.Future = concurrent.futures.Future()
-        outer.add_done_callback(lambda _: self._slots.release())
+        return self.submit_all([frames], [goal])[0]
+
+    def submit_all(self, trajectories: Sequence[np.ndarray | list], goals: Sequence[Goal]) -> list[PendingScore]:
+        """Submit trajectories as one group, sent in one call (split only where the in-flight bound blocks)."""
         with self._lock:
             if self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="vlreward-submit", daemon=True)
                 self._dispatcher.start()
-        self._queue.put(_Job(outer, frames, goal, time.monotonic() + self.ready_wait_s))
-        first = frames[0]
-        return PendingScore(outer, len(frames), len(frames) * first.nbytes)
+        group, pending = [], []
+        for frames, goal in zip(trajectories, goals):
+            if not self._slots.acquire(blocking=False):
+                self._enqueue(group)  # what is grouped so far goes out, then wait for a slot
+                group = []
+                self._slots.acquire()
+            outer: concurrent.futures.Future = concurrent.futures.Future()
+            outer.add_done_callback(lambda _: self._slots.release())
+            group.append(_Job(outer, frames, goal, time.monotonic() + self.ready_wait_s))
+            pending.append(PendingScore(outer, len(frames), len(frames) * frames[0].nbytes))
+        self._enqueue(group)
+        return pending
+
+    def send(self, episodes: Sequence[RunningEpisode]) -> list[PendingScore]:
+        """Send each episode's unsent frames, as one group; returns the pieces' `PendingScore`s."""
+        parts = self.submit_all([episode._piece() for episode in episodes], [episode.goal for episode in episodes])
+        for episode, part in zip(episodes, parts):
+            episode._sent(part)
+        return parts
 
     def close(self) -> None:
         """Stop the dispatcher once the queue is empty; calls already sent still complete."""
         self._queue.put(None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+
+    def _enqueue(self, group: list[_Job]) -> None:
+        if group:
+            self._queue.put(group)
 
     def _dispatch(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < max(1, self.coalesce):  # whatever else is already queued goes with it
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(more)
-            self._send(jobs)
+        jobs = self._queue.get()
+        while jobs is not None:  # None: closed
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                self._send(jobs)
+                jobs = self._queue.get()
+                continue
+            if more is not None and len(jobs) + len(more) <= self.coalesce:
+                jobs = jobs + more  # whatever else is already queued goes with it
+            else:
+                self._send(jobs)
+                jobs = more
 
     def _send(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if not isinstance(job.frames, np.ndarray):
-                job.frames = np.stack(job.frames)
         try:
+            for job in jobs:
+                if not isinstance(job.frames, np.ndarray):
+                    job.frames = np.stack(job.frames)
             model = self.model()
-            submit_batch = getattr(model, "submit_batch", None)
-            if len(jobs) > 1 and self.coalesce > 1 and callable(submit_batch) and all(
-                    isinstance(job.goal, str) for job in jobs):
-                batch = submit_batch([job.frames for job in jobs], [job.goal for job in jobs])
-                batch.add_done_callback(lambda done: self._settle_batch(jobs, done))
-                return
         except Exception as error:
             for job in jobs:
                 self._failed(job, error)
             return
-        for job in jobs:
-            try:
-                inner = self._submit_one(model, job)
-            except Exception as error:
+        trajectories, goals = [job.frames for job in jobs], [job.goal for job in jobs]
+        submit_batch, submit = getattr(model, "submit_batch", None), getattr(model, "submit", None)
+        if len(jobs) > 1 and callable(submit_batch) and all(isinstance(goal, str) for goal in goals):
+            self._call(jobs, lambda: submit_batch(trajectories, goals))
+        elif callable(submit):
+            for job in jobs:
+                self._call([job], lambda job=job: submit(job.frames, job.goal), one=True)
+        else:
+            self._call(jobs, lambda: _finished(model.score_batch, trajectories, goals))
+
+    def _call(self, jobs: list[_Job], start: Callable[[], concurrent.futures.Future], one: bool = False) -> None:
+        """Start one call for `jobs` (a future of their Scores in order; `one`: of the one job's Score) and settle
+        them when it ends."""
+        try:
+            call = start()
+        except Exception as error:
+            for job in jobs:
                 self._failed(job, error)
-                continue
-            inner.add_done_callback(lambda done, job=job: self._settle(job, done))
+            return
+        call.add_done_callback(lambda done: self._settle(jobs, done, one))
 
-    def _submit_one(self, model: RewardModel, job: _Job) -> concurrent.futures.Future:
-        submit = getattr(model, "submit", None)
-        if callable(submit):
-            return submit(job.frames, job.goal)
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="vlreward-score")
-        return self._pool.submit(model.score, job.frames, job.goal)
-
-    def _settle_batch(self, jobs: list[_Job], batch: concurrent.futures.Future) -> None:
-        error = batch.exception()
-        scores = [] if error is not None else list(batch.result())
+    def _settle(self, jobs: list[_Job], call: concurrent.futures.Future, one: bool) -> None:
+        error = call.exception()
+        scores = None if error is not None else [call.result()] if one else list(call.result())
         if error is None and len(scores) != len(jobs):
             error = ValueError(f"reward model returned {len(scores)} scores for {len(jobs)} trajectories")
-        for i, job in enumerate(jobs):
+        for k, job in enumerate(jobs):
             if error is None:
-                job.outer.set_result(scores[i])
+                job.outer.set_result(scores[k])
             else:
                 self._failed(job, error)
-
-    def _settle(self, job: _Job, inner: concurrent.futures.Future) -> None:
-        error = inner.exception()
-        if error is None:
-            job.outer.set_result(inner.result())
-        else:
-            self._failed(job, error)
 
     def _failed(self, job: _Job, error: BaseException) -> None:
         left = job.deadline - time.monotonic()
         if isinstance(error, ModelNotReadyError) and left > 0:
-            retry = threading.Timer(min(self.poll_s, left), self._queue.put, (job,))
+            retry = threading.Timer(min(self.poll_s, left), self._queue.put, ([job],))
             retry.daemon = True
             retry.start()
         elif isinstance(error, ModelNotReadyError):
-            failure = ModelNotReadyError(
-                f"reward model not ready after waiting {self.ready_wait_s:.0f} s ({error}); stopping this training "
-                "iteration instead of training on missing rewards")
-            failure.__cause__ = error
-            job.outer.set_exception(failure)
+            job.outer.set_exception(not_ready(error, self.ready_wait_s))
         else:
             job.outer.set_exception(error)
 
 
-class EpisodeScorer(RLlibCallback):
-    """Env-runner callback: take each episode's frames out of its infos and (when `submit` is set) submit them with
-    the mission; the episode's `PendingScore` goes to `episode.custom_data[SCORE_KEY]` at its end.
+def _finished(function: Callable, *args) -> concurrent.futures.Future:
+    """`function(*args)` run now, as a settled future (its result or its error)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:
+        future.set_exception(error)
+    return future
 
-    With `segment` > 0 and a model that scores in segments (`rewards.scores_in_segments`: LIV, the progress
-    critic), a running episode's frames go out every `segment` steps (behind frame 0) while sampling goes on, so
-    at the end of a `sample()` only the last few frames of each episode are still in flight; the segments' scores
-    join into the episode's (`rewards.join_segments`, equal to scoring it whole). Other models get whole episodes.
 
-    Frames come from `info["frame"]` (uint8 [H, W, 3], the reset info holds frame 0), the goal from the reset
-    info's `info["mission"]`; segments and episodes queued together share one request (`coalesce`, HTTP only).
-    Give it to RLlib as `config.callbacks(functools.partial(EpisodeScorer, ...))`
-    (settings do not reach remote env runners as class attributes). Logs `vlreward/submit_s` (time the sampler
-    spent submitting, backpressure included), `vlreward/frames_submitted` and `vlreward/frame_bytes_submitted`.
-    """
-
-    def __init__(self, *, reward_model_factory: Callable[[], RewardModel] | None = None, submit: bool = True,
-                 ready_wait_s: float = 0.0, max_in_flight: int = 64, coalesce: int = 16, segment: int = 0):
-        super().__init__()
-        if submit and reward_model_factory is None:
-            raise ValueError("EpisodeScorer needs a reward_model_factory to submit episodes")
-        self.submitter = (EpisodeSubmitter(reward_model_factory, ready_wait_s, max_in_flight, coalesce=coalesce)
-                          if submit else None)
-        self.segment = segment
-        self._segments: bool | None = None  # whether the model scores in segments; asked once, at the first one
-
-    def on_episode_step(self, *, episode, metrics_logger=None, **kwargs) -> None:
-        if self.submitter is None or not self.segment or episode.is_done or len(episode) % self.segment:
-            return
-        if self._segments is None:
-            try:
-                self._segments = scores_in_segments(self.submitter.model())
-            except VLRewardError:  # not reachable yet: whole episodes for now, and their submission says why
-                return
-        if self._segments:
-            start = time.perf_counter()
-            first, sent, parts = episode.custom_data.get(SEGMENTS_KEY, (None, 0, []))
-            first, frames = self._take_frames(episode, sent, first)
-            parts.append(self.submitter.submit(frames, episode.get_infos(0)["mission"]))
-            episode.custom_data[SEGMENTS_KEY] = (first, len(episode) + 1, parts)
-            self._log(metrics_logger, start, parts[-1])
-
-    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
-        start = time.perf_counter()
-        if episode.t_started != 0:
-            raise ValueError(f"episode {episode.id_} starts at t={episode.t_started}: EpisodeScorer scores whole "
-                             "episodes, use batch_mode='complete_episodes'")
-        first, sent, parts = episode.custom_data.pop(SEGMENTS_KEY, (None, 0, []))
-        first, frames = self._take_frames(episode, sent, first)
-        if self.submitter is None:
-            return
-        parts.append(self.submitter.submit(frames, episode.get_infos(0)["mission"]))  # stacked off this thread
-        episode.custom_data[SCORE_KEY] = parts[0] if len(parts) == 1 else joined(parts)
-        self._log(metrics_logger, start, parts[-1])
-
-    def _take_frames(self, episode, sent: int, first: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Pop the frames not sent yet out of the infos; a later segment goes behind frame 0 (kept as `first`)."""
-        frames = [info.pop("frame", None) for info in episode.get_infos()[sent:]]
-        if self.submitter is not None and any(frame is None for frame in frames):
-            raise KeyError("EpisodeScorer needs info['frame'] at every step (and the reset info): render frames in "
-                           "the env (envs.<suite>.make_env does)")
-        if sent == 0:
-            return frames[0], frames
-        return first, [first] + frames
-
-    @staticmethod
-    def _log(metrics_logger, start: float, pending: PendingScore) -> None:
-        if metrics_logger is not None:
-            metrics_logger.log_value("vlreward/submit_s", time.perf_counter() - start, reduce="sum")
-            metrics_logger.log_value("vlreward/frames_submitted", pending.num_frames, reduce="sum")
-            metrics_logger.log_value("vlreward/frame_bytes_submitted", pending.nbytes, reduce="sum")
+def not_ready(error: ModelNotReadyError, waited_s: float) -> ModelNotReadyError:
+    """The one error the RL side raises once an unready model was waited for long enough."""
+    failure = ModelNotReadyError(f"reward model not ready after waiting {waited_s:.0f} s ({error}); stopping this "
+                                 "training iteration instead of training on missing rewards")
+    failure.__cause__ = error
+    return failure

@@ -26,8 +26,8 @@ import numpy as np
 
 from rewards import Goal, RewardModel, Score
 from rl.mix import RewardMix
-from rl.scoring import (FRAME_HELP, DelayedRewards, InputWarnings, MissingInputError, Relabels, check_frame,
-                        goal_of, reset_frame, sparse_signal)
+from rl.inputs import FRAME_HELP, InputWarnings, MissingInputError, check_frame, goal_of, reset_frame, sparse_signal
+from rl.relabel import DelayedRewards, Relabels
 
 RELABEL = ("step", "episode")
 
@@ -141,8 +141,8 @@ class VectorVLReward(gym.vector.VectorWrapper):
       `steps_at_step_time - first_step`). They are `model.score` of the episode (or prefix): the streamed rewards
       for critics whose reward at step k reads only frames up to k (LIV, VLC, progress; ORCA within 1e-3).
       segments=True (models that score in segments, `rewards.scores_in_segments`: LIV, the progress critics) also
-      sends unfinished episodes in pieces while the service is idle, so `fill` waits only for the last few steps
-      (see `rl.scoring.DelayedRewards`).
+      sends unfinished episodes in pieces while they run, so `fill` waits only for the last few steps
+      (see `rl.relabel.DelayedRewards`).
 
     The env must autoreset on the next step (gymnasium's default): a sub-env that ended is reset during the
     following `step()`, which returns its reset observation with reward 0; here its stream restarts and its reward

@@ -18,11 +18,11 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rewards import InvalidTaskError, InvalidVideoError, ModelNotReadyError
 from rewards.base import MAX_TASK_CHARS, GoalEmbedding, Score, goal_digest
-from rl.connector import ServiceReward
+from rl.connector import SCORE_KEY, EpisodeScorer, ServiceReward
 from rl.handle import DeploymentRewardModel
 from rl.mix import RewardMix
 from rl.rllib_train import build_config
-from rl.submission import SCORE_KEY, EpisodeScorer, EpisodeSubmitter, PendingScore
+from rl.submission import EpisodeSubmitter, PendingScore
 from rl.train import Args
 from serve.client import RemoteRewardModel
 
@@ -76,6 +76,14 @@ class RecordingModel:
     def score_batch(self, trajectories, goals):
         self.calls.append((list(trajectories), list(goals)))
         return self.inner.score_batch(trajectories, goals)
+
+
+class BatchRecordingModel(RecordingModel):
+    """A `RecordingModel` that also sends batches without waiting (`submit_batch`, recorded like `score_batch`)."""
+
+    def submit_batch(self, trajectories, goals):
+        self.calls.append((list(trajectories), list(goals)))
+        return self.inner.submit_batch(trajectories, goals)
 
 
 class BatchRewardRecorder(ConnectorV2):
@@ -286,15 +294,15 @@ def test_the_submitter_bounds_calls_in_flight_and_retries_only_an_unready_model(
             release.wait(5)
             return super().score(frames, goal)
 
-    submitter = EpisodeSubmitter(SlowModel, max_in_flight=2, threads=4)
+    submitter = EpisodeSubmitter(SlowModel, max_in_flight=2)
     frames = np.zeros((3, 4, 4, 3), np.uint8)
     first = [submitter.submit(frames, "go") for _ in range(2)]
     third = concurrent.futures.ThreadPoolExecutor(1).submit(submitter.submit, frames, "go")
     deadline = time.monotonic() + 10
-    while len(started) < 2 and time.monotonic() < deadline:
+    while not started and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
-    assert not third.done() and len(started) == 2  # the third submission waits for a free slot
+    assert not third.done()  # two are out (one scoring, one queued behind it): the third waits for a free slot
     release.set()
     assert all(p.result(5).rewards.shape == (3,) for p in first + [third.result(5)])
 
@@ -355,6 +363,21 @@ def test_trajectories_queued_together_go_out_as_one_batch_request():
     submitter.close()
 
 
+def test_trajectories_submitted_together_go_out_in_one_call_and_keep_their_order():
+    class BatchOnlyModel(FrameMeanTestModel):
+        def submit_batch(self, trajectories, goals):
+            return _done(self.score_batch(trajectories, goals))
+
+    frames = [np.full((2 + i, 4, 4, 3), 10 * i, np.uint8) for i in range(3)]
+    for model in (BatchOnlyModel(), FrameMeanTestModel()):  # a client's submit_batch, an in-process score_batch
+        submitter = EpisodeSubmitter(lambda: model, coalesce=1)  # a group is one call whatever `coalesce` says
+        pending = submitter.submit_all(frames, ["a", "b", "c"])
+        for f, goal, p in zip(frames, "abc", pending):
+            np.testing.assert_allclose(p.result(5).values, FrameMeanTestModel().score(f, goal).values)
+        assert [len(trajectories) for trajectories, _ in model.calls] == [3]
+        submitter.close()
+
+
 def test_the_connector_waits_only_for_scores_still_in_flight_and_a_failed_one_fails_the_batch():
     episodes = [_episode(3), _episode(5)]
     episodes[0].custom_data[SCORE_KEY] = PendingScore(_done(_expected_score(4)), 4, 192)
@@ -398,14 +421,9 @@ def test_the_episode_scorer_takes_the_frames_out_and_submits_them_with_the_missi
 
 
 class SegmentsTestModel(FrameMeanTestModel):
-    """Frame t's value reads frame t only and rewards are value differences: it may score in segments. Records
-    what each `score` call got."""
+    """Frame t's value reads frame t only and rewards are value differences: it may score in segments."""
 
     segments = True
-
-    def score(self, frames, goal):
-        self.calls.append(([frames], [goal]))
-        return super().score(frames, goal)
 
 
 @pytest.mark.parametrize("num_steps, sent", [(2, [3]), (3, [4]), (7, [4, 4, 2]), (9, [4, 4, 4])])
@@ -425,8 +443,9 @@ def test_a_running_episode_goes_out_in_segments_that_join_into_its_whole_score(n
     np.testing.assert_allclose(score.values, whole.values, atol=1e-12)
     np.testing.assert_allclose(score.rewards, whole.rewards, atol=1e-12)
     # a segment every 3 steps while the episode runs (frames 0-3, then frame 0 + the next 3), the rest at its end
-    assert [len(trajectories[0]) for trajectories, _ in model.calls] == sent
-    assert all(np.array_equal(trajectories[0][0], frames[0]) for trajectories, _ in model.calls)  # behind frame 0
+    pieces = [piece for trajectories, _ in model.calls for piece in trajectories]  # in the order they were sent
+    assert [len(piece) for piece in pieces] == sent
+    assert all(np.array_equal(piece[0], frames[0]) for piece in pieces)  # behind frame 0
 
 
 # ---------------------------------------------------------------- real PPO on BabyAI, local learner
@@ -597,15 +616,15 @@ def test_an_episode_the_service_rejects_fails_the_iteration(service_url):
 
 
 def test_ppo_trains_on_frames_scored_in_the_learner(service_url):
-    """The older path (--score-in learner): frames ride with the episodes, one score_batch call per iteration."""
+    """The older path (--score-in learner): frames ride with the episodes, one batch request per iteration."""
     service = RemoteRewardModel(service_url)
-    model, pieces = RecordingModel(service), []
+    model, pieces = BatchRecordingModel(service), []
     algo = _small_config(lambda: model, pieces, score_in="learner").build_algo()
     recorder, _ = _record_batches(algo)
     try:
         for iteration in range(2):
             result = algo.train()
-            assert len(model.calls) == iteration + 1 and model.submitted == []  # one score_batch per iteration
+            assert len(model.calls) == iteration + 1 and model.submitted == []  # one submit_batch per iteration
             trajectories, goals = model.calls[-1]
             batch_rewards = recorder.calls[-1]
             assert list(batch_rewards) == list(pieces[0].last_rewards)  # same episodes, same order

@@ -144,7 +144,7 @@ def test_bad_setups_raise(remote):
     from minigrid.wrappers import ImgObsWrapper
 
     from envs.wrappers import RenderedFrames
-    from rl.scoring import MissingInputError
+    from rl.inputs import MissingInputError
 
     with pytest.raises(ValueError, match="relabel"):
         VecVLReward(DummyVecEnv(env_fns(1)), remote, relabel="episode")

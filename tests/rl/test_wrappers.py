@@ -259,7 +259,7 @@ def test_vector_episode_mode_raises_when_scoring_fails(service_url):
 
 
 def test_missing_frames_or_goal_raise_at_reset_saying_how_to_provide_them(liv):
-    from rl.scoring import MissingInputError
+    from rl.inputs import MissingInputError
 
     with pytest.raises(MissingInputError, match=r"no frames.*RenderedFrames"):
         VLReward(gym.make("BabyAI-GoToRedBall-v0"), liv).reset(seed=0)  # no render_mode, no info["frame"]
