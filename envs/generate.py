@@ -39,6 +39,7 @@ FAILURES = ("random", "noisy_expert", "early_stop", "other_task")
 WARPS = ("slow", "fast", "pause", "varying")
 MAX_ATTEMPTS = 5
 PARAPHRASES = 4  # episode j of a task is worded with sentence j % 4 of the task (modulo the ones it has)
+PROGRESS_CHUNK = 16  # episodes a worker takes at once: the progress bar moves every this many
 
 
 @dataclass
@@ -233,10 +234,10 @@ def generate(args: Args) -> Path:
                      args.max_steps))
 
     start = time.perf_counter()
-    # a worker takes a whole task at a time (but no more than its share), so it builds each Meta-World scene set
-    # and renderer once; spawn: a worker never inherits a parent's GL context or thread state
+    # workers take episodes in runs of one task (the per-process caches build each Meta-World scene set once), a
+    # few at a time so the progress bar moves; spawn: a worker never inherits a parent's GL context or thread state
     order = sorted(range(len(jobs)), key=lambda i: tasks.index(jobs[i][2]))
-    chunk = min(-(-args.episodes // len(tasks)), -(-args.episodes // args.workers))
+    chunk = min(-(-args.episodes // len(tasks)), -(-args.episodes // args.workers), PROGRESS_CHUNK)
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         done = list(tqdm(pool.imap(write_episode, [jobs[i] for i in order], chunksize=chunk), total=len(jobs),
                          desc="episodes"))
