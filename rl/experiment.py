@@ -29,6 +29,7 @@ MIN_EPISODES = 32  # ... at least this many finished episodes per point
 THRESHOLDS = (0.7, 0.9)  # success levels whose first reach is compared
 TARGET_RATIO = 0.5  # issue 23: a dense kind reaches 0.7 in at most half of sparse's steps (bold only when met)
 ORACLE_TARGET_RATIO = 0.35  # ... and a task is chosen where the oracle ("oracle..." kinds) needs at most this
+TARGET_SEEDS = 5  # a learned kind's target counts only with this many seeds of it and of the baseline
 BOOTSTRAP = 4000  # resamples per interval (seeded: tables regenerate identically)
 TASK_SUCCESS = "success_rate/"  # + task: per-task success columns of multi-task runs (rl.train.TASK_SUCCESS)
 
@@ -174,7 +175,9 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
     if audited:  # learned-reward runs: the live audit's last figures (rewards.metrics.RewardAudit)
         header += ["reward AUROC (last)", "false-pay rate (last)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for result in compare(rows, baseline=baseline):
+    results = compare(rows, baseline=baseline)
+    baseline_seeds = max((result.seeds for result in results if result.reward == baseline), default=0)
+    for result in results:
         own = [row for row in rows if row["reward"] == result.reward]
         wall, reward_s = sum(r["time_s"] for r in own), sum(r["reward_s"] for r in own)
         total_steps = sum(run[-1]["env_steps"] for run in runs_of(own)[result.reward].values())
@@ -186,8 +189,10 @@ def summarize(rows: Sequence[dict], baseline: str = "sparse") -> str:
                 cells.append("1" if result.reward == baseline else "–")
             else:
                 ratio, low, high = reach.ratio
-                target = ORACLE_TARGET_RATIO if result.reward.startswith("oracle") else TARGET_RATIO
-                met = reach.threshold == THRESHOLDS[0] and ratio <= target
+                oracle = result.reward.startswith("oracle")  # the bound: chosen on any number of seeds
+                enough = oracle or min(result.seeds, baseline_seeds) >= TARGET_SEEDS
+                met = reach.threshold == THRESHOLDS[0] and enough and ratio <= (ORACLE_TARGET_RATIO if oracle
+                                                                              else TARGET_RATIO)
                 cells.append(f"{'**' * met}{ratio:.2f}{'**' * met} [{low:.2f}, {high:.2f}]")
         cells += [f"{total_steps / wall:.0f}", f"{reward_s / wall:.1%}"]
         if audited:

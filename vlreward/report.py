@@ -130,8 +130,8 @@ def protocol_text(arguments: Sequence[str], context: Context) -> str:
         previous = line
     threshold, ratio, oracle = experiment.THRESHOLDS[0], experiment.TARGET_RATIO, experiment.ORACLE_TARGET_RATIO
     lines += ["", f"Bold marks a met target and nothing else: a dense kind that reaches {threshold:g} success in at "
-              f"most {ratio:g}x the steps sparse needs, or an oracle kind (the task-selection bound) in at most "
-              f"{oracle:g}x."]
+              f"most {ratio:g}x the steps sparse needs, over at least {experiment.TARGET_SEEDS} seeds of each, or "
+              f"an oracle kind (the task-selection bound, on any number of seeds) in at most {oracle:g}x."]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.experiment import (MIN_EPISODES, compare, main, mean_curve, median_interval, reached, read_runs, steps_to,
-                           success_points, summarize)
+from rl.experiment import (MIN_EPISODES, TARGET_SEEDS, compare, main, mean_curve, median_interval, reached,
+                           read_runs, steps_to, success_points, summarize)
 from rl.train import CURVE_FIELDS, run_file, write_curves
 
 
@@ -65,12 +65,18 @@ def test_the_interval_spans_the_seeds_median_and_collapses_for_equal_seeds():
     assert median == 3.0 and 1.0 <= low < median < high <= 11.0
 
 
+def five(rows: list[dict]) -> list[dict]:
+    """The run's rows as seeds 0..4 (TARGET_SEEDS runs with the same curve)."""
+    return [{**row, "seed": seed} for seed in range(TARGET_SEEDS) for row in rows]
+
+
 def test_bold_marks_only_a_met_target():
     fast = run("dense", 0, [30] * 6)  # reaches 0.7 at 1k
     slow = run("dense", 0, [0] * 3 + [30] * 6)  # at 6k
     sparse = run("sparse", 0, [0] * 7 + [30] * 3)  # at 10k
-    assert "**0.10**" in summarize(sparse + fast)
-    assert "**" not in summarize(sparse + slow) and "| 0.60 [0.60, 0.60] |" in summarize(sparse + slow)
+    assert "**0.10**" in summarize(five(sparse) + five(fast))
+    assert "| 0.10 [0.10, 0.10] |" in summarize(five(sparse) + fast)  # under 5 seeds of a kind: not a met target
+    assert "**" not in summarize(five(sparse) + five(slow)) and "| 0.60 [0.60, 0.60] |" in summarize(sparse + slow)
     oracle = run("oracle+sparse", 0, [0] * 3 + [30] * 6)[:1] + run("oracle+sparse", 0, [30] * 9)[1:]  # at 4k
     assert "| 0.40 [0.40, 0.40] |" in summarize(sparse + oracle)  # the bound's target is 0.35: not bold
 
@@ -94,7 +100,7 @@ def test_the_merge_command_turns_a_folder_of_runs_into_the_table_and_a_png(tmp_p
     table = capsys.readouterr().out.splitlines()
     # sparse (the baseline) first; its points 0, 0.12, 0.33, 0.58, 0.75 reach 0.7 at 5k; dense's first point at 1k; neither reaches 0.9
     assert table[2].startswith("| sparse | 1 | 5.0k | 0.75 | 5.0k [5.0k, 5.0k] (1/1) | 1 | 5.0k [5.0k, 5.0k] (0/1) |")
-    assert table[3].startswith("| dense | 1 | 5.0k | 0.75 | 1.0k [1.0k, 1.0k] (1/1) | **0.20** [0.20, 0.20] | "
+    assert table[3].startswith("| dense | 1 | 5.0k | 0.75 | 1.0k [1.0k, 1.0k] (1/1) | 0.20 [0.20, 0.20] | "
                                "5.0k [5.0k, 5.0k] (0/1) | 1.00 [1.00, 1.00] | 100 | 20.0% |")
 
 
