@@ -136,7 +136,8 @@ class ServiceReward(ConnectorV2):
     client, a Serve deployment handle or an in-process model all work and nothing unpicklable travels with the config.
     `audit` (`rewards.metrics.RewardAudit`) keeps the model's episode returns against success over the last episodes;
     its AUROC and false-pay rate reach the curve rows. After each call `last_scores` holds the `Score`s,
-    `last_rewards` maps episode id -> rewards[T] written and `last_cost` the frames' cost (count, bytes; seconds to gather and score, or to wait and how many were missing).
+    `last_rewards` maps episode id -> rewards[T] written and `last_cost` the frames' cost (count, bytes; seconds to
+    gather and score, or to wait and how many were missing).
     """
 
     def __init__(self, input_observation_space=None, input_action_space=None, *,

@@ -72,8 +72,8 @@ def success_points(run: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 def reached(run: Sequence[dict], threshold: float) -> bool:
     """Whether the run's latest success point is at `threshold` or above (`vlreward rl --stop-at`)."""
-    points = success_points(run)[1]
-    return len(points) > 0 and steps_to(points[-1:], points[-1:], threshold)[1]
+    steps, points = success_points(run)
+    return len(points) > 0 and steps_to(steps[-1:], points[-1:], threshold)[1]
 
 
 def steps_to(steps: np.ndarray, points: np.ndarray, threshold: float) -> tuple[float, bool]:

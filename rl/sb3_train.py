@@ -47,6 +47,7 @@ class CurveRows(BaseCallback):
         super().__init__()
         self.envs, self.reward, self.seed, self.frame_bytes, self.relabel = envs, reward, seed, frame_bytes, relabel
         self.stop_at = stop_at  # end training once the success point reaches it (`--stop-at`); 0: never
+        self._stop = False  # set once per rollout (its row), read at every step
         self.rows: list[dict] = []
         self._successes: deque[bool] = deque(maxlen=SUCCESS_WINDOW)
         self._solved = np.zeros(envs.num_envs, bool)  # per sub-env: its episode reported success
@@ -74,7 +75,7 @@ class CurveRows(BaseCallback):
             self._successes.append(bool(self._solved[i]))
             self._episodes, self._wins = self._episodes + 1, self._wins + bool(self._solved[i])
             self._solved[i] = False
-        return not (self.stop_at and self.rows and reached(self.rows, self.stop_at))
+        return not self._stop
 
     def _on_rollout_end(self) -> None:  # after RelabelRollout's (listed after it)
         rewards = np.stack(self._rewards)  # [n_steps, num_envs]
@@ -99,6 +100,7 @@ class CurveRows(BaseCallback):
         }
         self._mark, self._wait_s, self._frames = now, wait_s, frames
         self.rows.append(row)
+        self._stop = bool(self.stop_at) and reached(self.rows, self.stop_at)
         print(f"[sb3 {self.reward} seed {self.seed}] rollout {row['iteration']:3d}  steps {row['env_steps']:6d}  "
               f"success {row['success_rate']:.2f}  train return {row['train_return_mean']:+.3f}  "
               f"{row['time_s']:.1f} s (rewards {row['reward_s']:.2f} s; frames {row['frames']}, "
