@@ -49,8 +49,9 @@ class RewardMix:
 
     def check_streamable(self, normalizer: str) -> None:
         """Rewards paid at step time can only be the model's own per-step reward, unnormalised: the other signals
-        and normalising need whole episodes. `normalizer` names what to normalise with instead."""
-        if self.signal != "rewards" or self.normalize:
+        and normalising need whole episodes. `normalizer` names what to normalise with instead. The sparse mode
+        pays no dense part, so any signal streams."""
+        if self.uses_model and (self.signal != "rewards" or self.normalize):
             raise ValueError(f"streaming rewards support signal='rewards' without normalize; normalise with {normalizer}")
 
     @property

@@ -162,13 +162,14 @@ def test_bad_setups_raise(remote):
 
 def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path, monkeypatch):
     """`train(Args(library="sb3"))`: SB3 PPO runs of sparse and dense (relabelled per rollout, in-process critic)
-    write the same per-run CSVs and curves.png as the RLlib runs."""
+    write the same per-run CSVs and curves.png as the RLlib runs. The potential signal, which needs whole episodes,
+    must not stop the sparse run (it streams, paying no dense part)."""
     import csv
 
     from rl.train import CURVE_FIELDS, Args, train
 
     args = Args(library="sb3", tasks=["GoToRedBall"], reward=["sparse", "dense"], model="babyai-liv", url="",
-                steps=512, num_envs=4, train_batch_size=256, max_episode_steps=16, out=str(tmp_path))
+                signal="potential", steps=512, num_envs=4, train_batch_size=256, max_episode_steps=16, out=str(tmp_path))
     rows = train(args)
     written = []
     for name in ("sparse-seed0.csv", "dense-seed0.csv"):
