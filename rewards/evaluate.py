@@ -37,6 +37,9 @@ Paraphraser = Callable[[dict], Sequence[str]]
 ARTICLES = {"a", "an", "the"}
 
 
+HELDOUT_KEYS = ("heldout", "heldout_half")  # config.json's held-out blocks: at the render size, at half of it
+
+
 @dataclass
 class Args:
     """Evaluate a reward model on a dataset's held-out videos; write report.json and PNG plots."""
@@ -51,6 +54,8 @@ class Args:
     device: str = arg("cpu", "torch device of the model")
     record: bool = arg(False, "write the held-out figures into the checkpoint's config.json (`heldout`), where the "
                        "README's model table reads them")
+    record_as: str = arg("heldout", "config.json key --record writes: `heldout` (frames rendered at the critic's "
+                         "size) or `heldout_half` (rendered at half of it)", choices=list(HELDOUT_KEYS))
 
 
 def heldout_block(report: dict, data: str, split: str, command: str) -> dict:

@@ -45,7 +45,10 @@ class Args:
     data: str = arg("data/babyai", "dataset directory with manifest.jsonl and videos")
     out: str = arg("", "checkpoint directory to write, config.json + model.safetensors (empty: runs/<objective>)")
     objective: str = arg("liv", "training objective (and critic): liv and vlc train a small CNN on pixels; progress "
-                                "a head on a frozen pretrained tower's cached features", choices=["liv", "vlc", "progress"])
+                                "a head on a frozen pretrained tower's cached features; distill the same head on "
+                                "--teacher's per-frame values", choices=["liv", "vlc", "progress", "distill"])
+    teacher: str = arg("", "distill: the critic to imitate (a shipped name or checkpoint directory), scored once per "
+                           "dataset and cached")
     backbone: str = arg("efficientnet-lite0-s16", "progress: the frozen pretrained image tower (rewards/backbones.py)")
     dropout: float = arg(0.1, "progress: dropout on the head's frame embeddings")
     weight_decay: float = arg(1e-2, "progress: AdamW weight decay of the head")
@@ -313,6 +316,7 @@ def train_pixel_critic(args: Args, command_line: str, objective: PixelObjective)
 OBJECTIVES: dict[str, Callable[[Args, str], Path]] = {
     **{name: partial(train_pixel_critic, objective=objective) for name, objective in PIXEL_OBJECTIVES.items()},
     "progress": train_progress,
+    "distill": partial(train_progress, distill=True),
 }
 
 

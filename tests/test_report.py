@@ -70,6 +70,16 @@ def test_models_table_shows_heldout_metrics_only_where_a_config_has_them(tmp_pat
         "| `b-liv` | `liv` | CNN 16-32 | 64 | – | – | – |"])
 
 
+def test_models_table_adds_the_half_size_figures_where_a_config_has_them(tmp_path):
+    write_config(tmp_path, "a-progress", {"architecture": "progress", "backbone": "patches-8", "image_size": 64,
+                                          "heldout": {"voc": 0.95},
+                                          "heldout_half": {"voc": 0.9, "auroc_return": 1.0, "own_task": 0.875}})
+    write_config(tmp_path, "b-liv", {"architecture": "liv", "channels": [16, 32], "image_size": 64})
+    lines = models_table([], context(tmp_path)).splitlines()
+    assert lines[0].endswith("| VOC | VOC / AUROC / own task, frames at half size |")
+    assert lines[2].endswith("| 0.950 | 0.900 / 1.000 / 0.875 |") and lines[3].endswith("| – | – |")
+
+
 def test_models_table_without_any_heldout_block_has_one_dash_column(tmp_path):
     write_config(tmp_path, "b-liv", {"architecture": "liv", "channels": [16, 32], "image_size": 64})
     assert models_table([], context(tmp_path)).splitlines()[2] == "| `b-liv` | `liv` | CNN 16-32 | 64 | – | – |"

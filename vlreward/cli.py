@@ -47,7 +47,7 @@ def cmd_eval(ns):
     print(summary(report))
     if args.record:  # the figures travel with the weights
         command = "vlreward eval " + shlex.join(sys.argv[2:])
-        path = record_in_config(resolve_checkpoint(args.model), "heldout",
+        path = record_in_config(resolve_checkpoint(args.model), args.record_as,
                                 heldout_block(report, args.data, args.split, command))
         print(f"held-out figures recorded in {path}")
     print(f"report: {out / 'report.json'}; plots: {', '.join(p.name for p in plot_evaluation(report, out))}")

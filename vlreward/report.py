@@ -44,6 +44,8 @@ HELDOUT = (("data", "held-out set"), ("voc", "VOC"), ("voc_15", "VOC, 15 frames"
            ("own_task", "own task beats another"), ("hard_negatives", "hard negatives"),
            ("paraphrase_change", "paraphrase change"), ("over_reward", "over-reward probes below success"))
 
+HALF_SIZE = ("voc", "auroc_return", "own_task")  # of a config's `heldout_half` block (frames rendered at half size)
+
 
 @dataclass
 class Args:
@@ -168,13 +170,18 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
         raise ReportError(f"models: no {folder}/*/config.json")
     present = [(key, title) for key, title in HELDOUT if any(key in (c.get("heldout") or {}) for c in configs.values())]
     columns = present or [("", "held-out metrics")]
-    header = ["model", "architecture", "image tower", "input px", "text", *(title for _, title in columns)]
+    half = any("heldout_half" in config for config in configs.values())
+    header = ["model", "architecture", "image tower", "input px", "text", *(title for _, title in columns),
+              *(["VOC / AUROC / own task, frames at half size"] if half else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, config in configs.items():
         tower, size = _tower(config, folder / name)
         heldout = config.get("heldout") or {}
         cells = [f"`{name}`", f"`{config.get('architecture', MISSING)}`", tower, _cell(size),
                  config.get("text_backbone", MISSING), *(_cell(heldout.get(key)) for key, _ in columns)]
+        if half:
+            at_half = config.get("heldout_half") or {}
+            cells.append(" / ".join(_cell(at_half.get(key)) for key in HALF_SIZE) if at_half else MISSING)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -6,11 +6,15 @@ Each batch mixes three kinds of (first frame, current frame, sentence) -> target
 - rewound: a success played backwards from its last frame (the first frame is the success's end), target 0
   (undoing a task is not progress);
 and, with `--rank-weight`, pairs of frames of one success in time order for Rank2Reward's ranking term.
+
+`--objective distill --teacher CRITIC` trains the same head to match a slower critic: own examples take the
+teacher's per-frame values instead of the labels, so every video teaches, failed and unlabelled ones too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,13 +24,14 @@ from tqdm import tqdm
 
 from rewards.backbones import backbone_spec, load_backbone
 from rewards.checkpoint import save_checkpoint
-from rewards.base import Score
+from rewards.base import RewardModel, Score
 from rewards.evaluate import evaluate, task_key
 from rewards.feature_cache import dataset_features
 from rewards.math import value_difference_rewards
 from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
+from rewards.registry import load_model
 from rewards.text import shared_minilm
-from rewards.video import read_manifest
+from rewards.video import decode_video, read_manifest
 
 KINDS = ("own", "mismatched", "rewound")
 
@@ -50,16 +55,37 @@ def progress_targets(row: dict, num_frames: int, done_margin: float = 0.0) -> np
     return None
 
 
+def teacher_values(dataset: str | Path, rows: list[dict], teacher: RewardModel,
+                   progress: bool = True) -> list[np.ndarray]:
+    """Each row's video scored by `teacher` for the row's own task: per-frame values float32 [T], in row order.
+
+    Cached like the tower features, in `<dataset>/features/teacher-<name>-<weights version>/`, so a slow teacher
+    is paid once per dataset and a retrained teacher misses the cache."""
+    directory = Path(dataset) / "features" / f"teacher-{Path(teacher.name).name}-{teacher.version}"
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{Path(row['path']).stem}.npy" for row in rows]
+    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    for i in tqdm(missing, desc=f"teacher {teacher.name}", disable=not progress or not missing):
+        values = np.asarray(teacher.score(decode_video(rows[i]["path"]), rows[i]["task"]).values, np.float32)
+        partial = paths[i].with_suffix(".tmp.npy")
+        np.save(partial, values)
+        os.replace(partial, paths[i])  # a stopped run never leaves a truncated cache entry
+    return [np.load(path) for path in paths]
+
+
 class ProgressBatches:
     """Draws batches of the three example kinds from one split's cached features."""
 
     def __init__(self, rows: list[dict], features: list[np.ndarray], sentence_features: dict[str, torch.Tensor],
                  shares: tuple[float, float, float], task_sentences: dict[frozenset, list[str]],
-                 done_margin: float = 0.0):
-        """`task_sentences`: every task of the dataset (by `task_key`) -> its wordings, for mismatched examples."""
+                 done_margin: float = 0.0, own_targets: list[np.ndarray] | None = None):
+        """`task_sentences`: every task of the dataset (by `task_key`) -> its wordings, for mismatched examples.
+        `own_targets`: per-frame targets of own examples for every video (a teacher's values) instead of the
+        labels; the ranking pairs keep the labels' time order."""
         self.rows, self.features, self.sentence_features = rows, features, sentence_features
         self.targets = [progress_targets(row, len(f), done_margin) for row, f in zip(rows, features)]
-        self.labelled = [i for i, t in enumerate(self.targets) if t is not None]
+        self.own_targets = self.targets if own_targets is None else own_targets
+        self.labelled = [i for i, t in enumerate(self.own_targets) if t is not None]
         self.successes = [i for i, row in enumerate(rows) if row["success"]]
         if not self.successes:
             raise ValueError("the split has no successful videos")
@@ -88,7 +114,7 @@ class ProgressBatches:
             if KINDS[kind] == "own":
                 i = self.labelled[rng.integers(len(self.labelled))]
                 t = self._frame(i, rng)
-                start, target, sentence = 0, float(self.targets[i][t]), self._sentence(self.rows[i], rng)
+                start, target, sentence = 0, float(self.own_targets[i][t]), self._sentence(self.rows[i], rng)
             else:
                 i = self.successes[rng.integers(len(self.successes))]
                 t, target = self._frame(i, rng), 0.0
@@ -152,8 +178,11 @@ def validation_score(report: dict) -> float:
     return float(np.mean([report["voc"], report["auroc_return"], (report["own_task"] or {}).get("ranked_correctly", 0)]))
 
 
-def train_progress(args, command_line: str) -> Path:
-    """Train the head (see the module docstring); keeps the checkpoint with the best `validation_score`."""
+def train_progress(args, command_line: str, distill: bool = False) -> Path:
+    """Train the head (see the module docstring), on the labels or, with `distill`, on `args.teacher`'s values;
+    keeps the checkpoint with the best `validation_score`."""
+    if distill and not args.teacher:
+        raise ValueError("--objective distill needs --teacher: a shipped critic's name or a checkpoint directory")
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     rows = read_manifest(args.data)
@@ -170,8 +199,10 @@ def train_progress(args, command_line: str) -> Path:
         task_sentences.setdefault(task_key(row), [row["task"], *(row.get("paraphrases") or [])])
     has_val = any(row["success"] and row.get("split") == "val" for row in rows)  # a tiny set may have none
     chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == "train"]
+    taught = teacher_values(args.data, rows, load_model(args.teacher, args.device)) if distill else None
     train = ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
-                            tuple(args.progress_shares), task_sentences, args.done_margin)
+                            tuple(args.progress_shares), task_sentences, args.done_margin,
+                            own_targets=[taught[i] for i in chosen] if distill else None)
     val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows)
                 if row.get("split", "train") == ("val" if has_val else "train")][: args.val_videos]
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
@@ -203,8 +234,9 @@ def train_progress(args, command_line: str) -> Path:
                        "val_score": validation_score(report)}
             if record["val_score"] > best:
                 best = record["val_score"]
+                taught_by = {"teacher": args.teacher} if distill else {}
                 save_checkpoint(head, out, extra={"trained_with": command_line, "steps": step, "dataset": str(args.data),
-                                                  "val_score": round(best, 4)})
+                                                  "val_score": round(best, 4), **taught_by})
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", val_voc=report["voc"], val_auroc=report["auroc_return"])
         if step % args.log_every == 0 or "val_score" in record:
             log.write(json.dumps(record) + "\n")

@@ -238,3 +238,53 @@ def test_one_task_whose_failures_performed_other_tasks_trains_without_mismatched
     out = main(Args(data=str(data), out=str(tmp_path / "progress"), objective="progress", steps=4, batch_size=8,
                     embed_dim=8, image_size=64, backbone="patches-8", eval_every=2, progress_shares=[0.85, 0, 0.15]))
     assert (out / "model.safetensors").is_file()
+
+
+def test_distillation_lowers_the_students_error_against_a_toy_teacher():
+    """A toy teacher that contradicts the labels (its value falls as the task's channel rises): the head distilled
+    on its values ends near it, and nearer than a head trained on the labels."""
+    rows, features, sentences, tasks = toy_split()
+    taught = [1.0 - np.clip(video[:, :2, 0, 0].astype(np.float32).max(1), 0, 1) for video in features]
+
+    def error(head):
+        with torch.no_grad():
+            return np.mean([np.mean((head(torch.from_numpy(v[:1]).float().expand(len(v), -1, -1, -1),
+                                          torch.from_numpy(v).float(), sentences[r["task"]].expand(len(v), -1))
+                                     .sigmoid().numpy() - t) ** 2) for r, v, t in zip(rows, features, taught)])
+
+    def trained(own_targets):
+        batches = ProgressBatches(rows, features, sentences, (1, 0, 0), tasks, own_targets=own_targets)
+        torch.manual_seed(0)
+        head = ProgressHead(ProgressConfig(feature_channels=4, hidden=16, conv_layers=1, text_dim=8))
+        optimizer, rng = torch.optim.Adam(head.parameters(), lr=3e-3), np.random.default_rng(0)
+        untrained = error(head)
+        for _ in range(200):
+            loss, _ = progress_loss(head, *batches.draw(32, rng, "cpu"))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return untrained, error(head)
+
+    untrained, distilled = trained(taught)
+    _, on_labels = trained(None)
+    assert distilled < 0.02 < untrained / 3 and distilled < on_labels / 5
+
+
+def test_vlreward_train_distill_caches_the_teachers_values_and_names_it(dataset, tmp_path, monkeypatch):
+    from rewards.progress.train import teacher_values
+
+    with pytest.raises(ValueError, match="--teacher"):
+        main(Args(data=str(dataset), out=str(tmp_path / "none"), objective="distill"))
+    torch.manual_seed(0)
+    teacher_dir = save_checkpoint(ProgressHead(ProgressConfig(backbone="patches-8", backbone_digest="patches-8",
+                                                              image_size=64, feature_channels=192, hidden=8)),
+                                  tmp_path / "teacher")
+    out = main(Args(data=str(dataset), out=str(tmp_path / "student"), objective="distill", teacher=str(teacher_dir),
+                    backbone="patches-8", steps=4, batch_size=8, embed_dim=8, image_size=64, eval_every=2))
+    assert json.loads((out / "config.json").read_text())["teacher"] == str(teacher_dir)
+    teacher, rows = rewards.load_model(str(teacher_dir)), read_manifest(dataset)
+    expected = teacher.score(decode_video(rows[0]["path"]), rows[0]["task"]).values
+    monkeypatch.setattr(type(teacher), "score", lambda *a: pytest.fail("cached values must not be scored again"))
+    values = teacher_values(dataset, rows, teacher)
+    assert [len(v) for v in values] == [row["num_frames"] for row in rows]
+    np.testing.assert_allclose(values[0], expected, atol=1e-6)
