@@ -104,6 +104,20 @@ def test_rl_table_is_the_protocol_table_and_links_the_png_beside_it(tmp_path):
     assert rl_table(["docs/results/runs.csv"], doc).endswith("\n\n![runs](results/runs.png)")
 
 
+def test_rl_table_states_the_random_policy_success_of_a_folder_that_measured_it(tmp_path):
+    for name in ("measured", "unmeasured"):
+        (tmp_path / name).mkdir()
+        write_runs(tmp_path / name / "runs.csv")
+    (tmp_path / "measured" / "curves.png").write_bytes(b"\x89PNG")
+    (tmp_path / "measured" / "random-success.json").write_text(json.dumps(
+        {"env": "babyai", "task": "KeyCorridorS3R3", "episodes": 100, "successes": 3, "rate": 0.03, "seed": 0}))
+    table = summarize(read_runs([tmp_path / "measured"]))
+    assert rl_table(["measured"], context(tmp_path)) == (
+        f"{table}\n\nRandom policy: 3 of 100 episodes succeed (3%), uniform actions, seeds 0–99.\n\n"
+        "![curves](measured/curves.png)")
+    assert rl_table(["unmeasured"], context(tmp_path)) == table
+
+
 def test_rl_table_refuses_a_run_given_twice_and_a_missing_source(tmp_path):
     write_runs(tmp_path / "a.csv")
     write_runs(tmp_path / "b.csv", kinds=("sparse",))

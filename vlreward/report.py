@@ -9,8 +9,9 @@ comment:
 
 Generators (arguments are split as a shell splits them; paths resolve against the repository root):
 - `rl PATH [PATH...]`: the learning-curve table of `rl.experiment.summarize` (THE protocol for RL tables) over
-  CSV files or folders of per-run CSVs, and the PNG beside each source when there is one (`x.csv` -> `x.png`,
-  a folder -> its `curves.png`).
+  CSV files or folders of per-run CSVs, a folder's random-policy success when it holds `bench.random_success`'s
+  `random-success.json`, and the PNG beside each source when there is one (`x.csv` -> `x.png`, a folder -> its
+  `curves.png`).
 - `protocol`: the RL protocol's definition, from `rl.experiment`'s docstring and constants.
 - `models`: the shipped critics, one row per `rewards/checkpoints/*/config.json`, with the metrics of the
   config's `heldout` block (see `HELDOUT`); "–" where a config has none.
@@ -101,10 +102,21 @@ def rl_table(arguments: Sequence[str], context: Context) -> str:
         rows += source_rows
     lines = [summarize(rows)]
     for source in sources:
+        if (random_success := source / "random-success.json").is_file():
+            lines += ["", _random_policy_sentence(json.loads(random_success.read_text()))]
+    for source in sources:
         png = source / "curves.png" if source.is_dir() else source.with_suffix(".png")
         if png.exists():
             lines += ["", f"![{png.stem}]({context.link(png)})"]
     return "\n".join(lines)
+
+
+def _random_policy_sentence(result: dict) -> str:
+    """`bench.random_success`'s result as one sentence: how rare success is before any learning (the bound's
+    task selection)."""
+    first, episodes = result["seed"], result["episodes"]
+    return (f"Random policy: {result['successes']} of {episodes} episodes succeed ({100 * result['rate']:.3g}%), "
+            f"uniform actions, seeds {first}–{first + episodes - 1}.")
 
 
 def protocol_text(arguments: Sequence[str], context: Context) -> str:
