@@ -1,17 +1,21 @@
 """What do served rewards cost PPO, and where does the time go? RLlib PPO (new API stack) side by side, one run.
 
 Starts its own local Ray, runs PPO with the env's own success reward before any Serve exists, then starts the
-vlreward app and runs, with the same sampler (same envs, same rendering, same batch):
+vlreward app and runs, with the same sampler (same envs, same batch; like `vlreward rl`, only runs that score frames
+render them, at the critic's input size, so the env-reward rows are env steps alone):
 - the env reward again (Serve idle), with frames riding in the episodes and with frames dropped at episode end;
 - served rewards over HTTP and through a Serve deployment handle, each scored three ways: `env-runner` (each
   episode submitted as it ends, sampling goes on, the learner waits only for what is still in flight),
   `segments` (the same, with running episodes sent every `--segment` steps) and `learner` (frames ride with the
   episodes, one blocking `score_batch` per iteration: the older path).
 Per row: env steps/s, the ratio to env-reward PPO, the share of wall time the loop was blocked on rewards, and
-where the time went (sampling, learner update, CPU seconds burnt by Serve's processes and the rest of Ray).
+where the time went (sampling, rendering, learner update, CPU seconds burnt by Serve's processes and the rest of
+Ray). First, the frames/s of the suite's own render at the critic's input size and `--render-sizes`.
 
     python -m bench.rl_overhead --iterations 3 --port 8401
     python -m bench.rl_overhead --models babyai-liv babyai-progress --sources http-env-runner handle-env-runner
+    python -m bench.rl_overhead --env metaworld --task drawer-open --models metaworld-progress \
+        --sources env-no-serve env http-segments --train-batch-size 1000 --max-episode-steps 150
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from bench.common import markdown_table, ray_processes, run_identity, write_result
+from envs.suites import SUITES, get_suite
 from rewards.args import arg, parse_args
 
 SOURCES = ("env-no-serve", "env-frames-in-episodes", "env", "http-segments", "http-env-runner", "http-learner",
@@ -43,29 +48,30 @@ LABELS = {
 class Args:
     """PPO iterations per reward source; targets: served >= 0.8x env-reward steps/s, waiting <= 5% of wall time."""
 
-    task: str = arg("GoToRedBall", "BabyAI level")
+    env: str = arg("babyai", "environment suite", choices=list(SUITES))
+    task: str = arg("GoToRedBall", "BabyAI level / Meta-World task")
     models: list[str] = arg(["babyai-liv"], "served reward models (the served sources run once per model)")
     sources: list[str] = arg(list(SOURCES), "what to measure, in this order", choices=SOURCES)
     iterations: int = arg(3, "timed PPO iterations per source (after one warm-up iteration)")
     rounds: int = arg(1, "rounds over the sources (alternating order); the tables show medians")
     train_batch_size: int = arg(1000, "env steps per iteration")
+    max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     num_envs: int = arg(8, "envs per env runner (one vector env)")
     segment: int = arg(32, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
+    render_sizes: list[int] = arg([64, 128], "frame sides (px) whose render cost is reported, besides the critic's")
     port: int = arg(8401, "HTTP port of the bench's own service")
     out: str = arg("runs/bench/rl_overhead.json", "result JSON")
 
 
-def render_cost(task: str, size: int, frames: int = 300) -> dict:
-    """Frames/s and bytes per frame of BabyAI's top-down render at `size` px (0 = full resolution, 32 px tiles)."""
-    from envs.babyai import make_env
-
-    env = make_env(task, seed=0, render_size=size or 64)
-    env.reset()
-    render = (lambda: env.unwrapped.get_frame(highlight=False, tile_size=32)) if size == 0 else env.render_frame
+def render_cost(env: str, task: str, size: int, frames: int = 300) -> dict:
+    """Frames/s and bytes per frame of the suite's own render (what fills `info["frame"]`) at `size` px."""
+    sampler_env = get_suite(env).make_env(task, seed=0, render_size=size)
+    sampler_env.reset()
     start = time.perf_counter()
     for _ in range(frames):
-        frame = render()
+        frame = sampler_env.render()
     elapsed = time.perf_counter() - start
+    sampler_env.close()
     return {"render": f"{frame.shape[0]} px", "frames_per_s": frames / elapsed, "kb_per_frame": frame.nbytes / 1024}
 
 
@@ -108,18 +114,20 @@ def time_calls(owner, method: str) -> list[float]:
 
 def measure(args: Args, source: str, model: str, factory) -> dict:
     """Warm-up iteration, then `args.iterations` timed ones: steps/s, time blocked on rewards, where time went."""
-    from envs.babyai import BabyAIEnv
     from rl.rllib_train import build_config, iteration_row
     from rl.train import Args as TrainArgs
 
     reward = "sparse" if source.startswith("env") else "dense"
     score_in = "learner" if source.endswith("learner") or source == "env-frames-in-episodes" else "env-runner"
-    train_args = TrainArgs(tasks=[args.task], model=model, train_batch_size=args.train_batch_size,
-                           num_envs=args.num_envs, score_in=score_in,
+    train_args = TrainArgs(env=args.env, tasks=[args.task], model=model, train_batch_size=args.train_batch_size,
+                           max_episode_steps=args.max_episode_steps, num_envs=args.num_envs, score_in=score_in,
                            segment=args.segment if source.endswith("segments") else 0)
     algo = build_config(train_args, reward, 0, factory).build_algo()
     # the env runner samples in this process (0 remote env runners): time its rendering and the learner's update
-    learn_s, render_s = time_calls(algo.learner_group, "update"), time_calls(BabyAIEnv, "render_frame")
+    probe = get_suite(args.env).make_env(args.task, seed=0, render_size=0)  # its class renders the frames
+    env_class = type(probe)
+    probe.close()
+    learn_s, render_s = time_calls(algo.learner_group, "update"), time_calls(env_class, "render")
     try:
         first = iteration_row(reward, 0, 0, algo.train(), 0.0)  # warm-up
         rows, parts = [], {"submit_s": 0.0, "wait_s": 0.0, "missing": 0.0, "episodes": 0.0}
@@ -136,7 +144,7 @@ def measure(args: Args, source: str, model: str, factory) -> dict:
             parts["episodes"] += float(runners.get("num_episodes", 0.0))
         cpu_after = cpu_seconds()
     finally:
-        setattr(BabyAIEnv, "render_frame", render_s.inner)
+        setattr(env_class, "render", render_s.inner)
         algo.stop()
     wall, n = sum(r["time_s"] for r in rows), len(rows)
     steps = rows[-1]["env_steps"] - first["env_steps"]
@@ -193,7 +201,8 @@ def main(args: Args) -> list[dict]:
 
     identity = run_identity()
     print(identity)
-    renders = [render_cost(args.task, s) for s in (critic_input_size(args.models[0]), 0)]
+    sizes = sorted({critic_input_size(args.models[0]), *args.render_sizes})
+    renders = [render_cost(args.env, args.task, size) for size in sizes]
     print(markdown_table(renders))
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own cluster

@@ -88,11 +88,12 @@ class BabyAIEnv(gym.Wrapper):
 
     def _info(self, info: dict, success: bool) -> dict:
         progress = path_progress(self._start_path, remaining_path(self.unwrapped))
-        frame = {"frame": self.render_frame()} if self.render_size else {}  # 0: no frames (nothing scores them)
+        frame = {"frame": self.render()} if self.render_size else {}  # 0: no frames (nothing scores them)
         return {**info, **frame, "mission": self.unwrapped.mission, "success": bool(success), "progress": progress}
 
-    def render_frame(self) -> np.ndarray:
-        """Top-down RGB view without the agent-view highlight: uint8 [render_size, render_size, 3]."""
+    def render(self) -> np.ndarray:
+        """Top-down RGB view without the agent-view highlight: uint8 [render_size, render_size, 3]. Every suite's env
+        renders through `render()`; MiniGrid's own returns None here (the level is made without a render mode)."""
         env = self.unwrapped
         tile_size = max(1, math.ceil(self.render_size / max(env.width, env.height)))
         # the grid's own render: what get_frame(highlight=False) draws, without the agent's visibility mask that

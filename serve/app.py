@@ -78,8 +78,9 @@ class ServeArgs(BaseModel):
                                     "in flight may take to finish (new ones get 503 meanwhile) before Ray stops")
 
     ingress: Literal["gateway", "model"] = Field(
-        "gateway", description="gateway: a separate ingress deployment calls every model over a handle; model: the "
-        "first model's replicas are the ingress too, so its requests take no hop between actors")
+        "model", description="model: the first model's replicas are the ingress too, so its requests take no hop "
+        "between actors; gateway: a separate ingress deployment calls every model over a handle, scaled on its own "
+        "(deploy/serve_config.yaml on a cluster)")
     proxy: Proxy = Field(
         "python", description="what takes HTTP in front of the ingress replicas: python: Serve's proxy actor; haproxy: "
         "Serve's HAProxy ingress, which forwards to the replicas' own ports (Serve's direct ingress), no Python proxy "

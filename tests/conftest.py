@@ -44,7 +44,8 @@ def service_url(ray_cluster):
     from rewards import DEFAULT_MODEL
     from serve.app import ServeArgs, run_local
 
-    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512),
+    # the cluster layout (deploy/serve_config.yaml): a Gateway in front; `vlreward serve`'s tests cover the model one
+    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512, ingress="gateway"),
                     port=SERVE_PORT)
     serve.shutdown()
 

@@ -71,8 +71,8 @@ def cmd_serve(ns):
                  "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
-    if ns.ingress or "ingress" not in args.model_fields_set:  # locally the first model is the ingress by default
-        args = args.model_copy(update={"ingress": ns.ingress or "model"})
+    if ns.ingress:
+        args = args.model_copy(update={"ingress": ns.ingress})
     own_cluster = ns.address is None
     received: list[str] = []  # the signals received, by name
     stop = threading.Event()  # set by the first signal while serving: the main thread drains then
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
     serve.add_argument("--ingress", choices=["model", "gateway"], default=None,
-                       help="model (default here): the first model's replica answers HTTP, no hop for it; gateway: a "
+                       help="model (default): the first model's replica answers HTTP, no hop for it; gateway: a "
                        "separate ingress deployment, as on a cluster (deploy/serve_config.yaml)")
     serve.add_argument("--proxy", choices=typing.get_args(Proxy), default=None,
                        help="python (default): Serve's proxy actor takes HTTP; haproxy: Serve's HAProxy ingress "

@@ -31,7 +31,7 @@ def test_the_frame_is_minigrids_own_unhighlighted_view(task):
     env = make_env(task, seed=3, render_size=70)
     for action in (None, 2, 0, 2, 1):
         info = env.reset()[1] if action is None else env.step(action)[-1]
-        tile_size = -(-70 // max(env.unwrapped.width, env.unwrapped.height))  # as render_frame sizes its tiles
+        tile_size = -(-70 // max(env.unwrapped.width, env.unwrapped.height))  # as BabyAIEnv.render sizes its tiles
         frame = env.unwrapped.get_frame(highlight=False, tile_size=tile_size)
         rows = np.arange(70) * frame.shape[0] // 70
         assert np.array_equal(info["frame"], frame[rows][:, np.arange(70) * frame.shape[1] // 70])

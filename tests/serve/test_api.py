@@ -256,7 +256,7 @@ def test_readyz_names_a_model_that_cannot_be_placed_within_bounded_time(service_
 
     from serve.app import ModelSpec, ServeArgs, build_app
 
-    args = ServeArgs(models=[ModelSpec(model="babyai-orca", num_cpus=64)], retry_after_s=2)
+    args = ServeArgs(models=[ModelSpec(model="babyai-orca", num_cpus=64)], retry_after_s=2, ingress="gateway")
     _run(build_app(args), _blocking=False, name="vlreward-unplaced", route_prefix="/unplaced")
     try:
         url = f"{service_url}/unplaced"

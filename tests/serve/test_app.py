@@ -16,7 +16,7 @@ from serve.app import ModelSpec, ServeArgs, bind_app, build_app
 def test_yaml_config_mixes_names_and_full_specs_and_flags_override_it(tmp_path):
     config = tmp_path / "serve.yaml"
     config.write_text("models:\n  - babyai-liv\n  - model: babyai-orca\n    num_replicas: 2\n    precision: bf16\n"
-                      "max_frames: 100\napi_token: from-file\n")
+                      "max_frames: 100\napi_token: from-file\ningress: gateway\n")
     args = ServeArgs.from_yaml(config, api_token="from-flag", model_root=None)
     assert [spec.key for spec in args.models] == ["babyai-liv", "babyai-orca"]
     assert args.models[1] == ModelSpec(model="babyai-orca", num_replicas=2, precision="bf16")
@@ -35,7 +35,8 @@ def test_the_ingress_settings_come_from_serve_args():
     from serve.settings import ApiSettings
 
     args = ServeArgs(models=["babyai-orca", "babyai-liv"], max_body_bytes=1000, max_frames=7, max_pixels_per_frame=99,
-                     retry_after_s=4.5, body_read_timeout_s=3, max_concurrent_bodies=9, ingress_max_ongoing_requests=77)
+                     retry_after_s=4.5, body_read_timeout_s=3, max_concurrent_bodies=9, ingress_max_ongoing_requests=77,
+                     ingress="gateway")
     settings = ApiSettings.from_args(args)
     assert settings == ApiSettings(default_model="babyai-orca", max_body_bytes=1000, max_frames=7,
                                    max_pixels_per_frame=99, retry_after_s=4.5, body_read_timeout_s=3,
@@ -96,7 +97,7 @@ def test_shipped_models_score_under_bf16_autocast_like_fp32(name):
 def test_the_token_can_come_from_the_environment(monkeypatch):
     """KubeRay passes the API token as a Secret-backed env var; the Gateway must then require it."""
     monkeypatch.setenv("VLREWARD_API_TOKEN", "from-secret")
-    gateway = build_app(ServeArgs())
+    gateway = build_app(ServeArgs(ingress="gateway"))  # KubeRay's layout (deploy/kuberay/rayservice.yaml)
     assert gateway._bound_deployment.init_args[1]["api_token"] == "from-secret"
 
 
@@ -118,4 +119,4 @@ def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started
     with pytest.raises(ValueError, match=HAPROXY_FLAG):
         bind_app(args, 2)
     monkeypatch.setenv(HAPROXY_FLAG, "1")
-    assert bind_app(args, 2)._bound_deployment.name == "Gateway"
+    assert bind_app(args, 2)._bound_deployment.name == "model-babyai-progress"  # the default: the model is the ingress

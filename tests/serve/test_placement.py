@@ -54,8 +54,8 @@ def test_what_cannot_be_placed_is_refused_naming_the_model(models, available, no
     assert placed == [spec.key for spec in args.models][: len(placed)]  # only the ones that do not fit are named
 
 
-def test_the_bound_app_asks_for_the_share():
-    app = bind_app(ServeArgs(models=["babyai-liv", "babyai-vlc", "babyai-orca"]), 2.0)
+def test_the_bound_gateway_app_asks_for_the_share():
+    app = bind_app(ServeArgs(models=["babyai-liv", "babyai-vlc", "babyai-orca"], ingress="gateway"), 2.0)
     handles = app._bound_deployment.init_args[0]
     assert {name: h._bound_deployment.ray_actor_options["num_cpus"] for name, h in handles.items()} == {
         "babyai-liv": 0.66, "babyai-vlc": 0.66, "babyai-orca": 0.66}
