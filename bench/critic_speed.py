@@ -3,7 +3,8 @@
     python -m bench.critic_speed --models babyai-liv babyai-progress metaworld-progress
 
 Scores real 64 px BabyAI frames (each model resizes them to its input size) as videos of `--video-frames`
-frames, `--videos` at a time with score_batch; prints frames/s per model and thread count, side by side.
+frames, `--videos` at a time with score_batch; prints frames/s per model and thread count, side by side, and each
+model's 1-thread rate over the first model's (the critic issue's yardstick is `babyai-liv`, measured in the same run).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(args: Args) -> list[dict]:
             torch.set_num_threads(threads)
             row[f"frames/s, {threads} thread{'s' * (threads > 1)}"] = frames_per_second(model, videos, args.seconds)
         rows.append(row)
+    first = f"frames/s, {args.threads[0]} thread{'s' * (args.threads[0] > 1)}"
+    for row in rows:
+        row[f"x {args.models[0]}"] = row[first] / rows[0][first]
     print(markdown_table(rows))
     write_result(args.out, args, identity, rows)
     return rows

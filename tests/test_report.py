@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from rl.experiment import read_runs, summarize
-from vlreward.report import Args, Context, ReportError, broken_links, models_table, render, report, rl_table
+from vlreward.report import (Args, Context, ReportError, bench_table, broken_links, models_table, render, report,
+                             rl_table)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,3 +159,16 @@ def test_committed_readme_and_docs_are_what_their_generators_give():
 
 def test_readme_is_a_guide_not_a_notebook():
     assert len((REPO / "README.md").read_text().splitlines()) <= 400
+
+
+def test_bench_block_is_the_results_table_and_where_it_ran(tmp_path):
+    result = {"args": {}, "device": "cpu (x86_64)", "cpu_count": 2, "torch_threads": 1,
+              "load_average_at_start": [0.25, 0.5, 0.5], "commit": "abc1234", "time": "2026-12-07T04:00:00Z",
+              "rows": [{"model": "a", "frames/s, 1 thread": 2800.0, "x a": 1.0},
+                       {"model": "b", "frames/s, 1 thread": 1400.0, "x a": 0.5}]}
+    (tmp_path / "speed.json").write_text(json.dumps(result))
+    assert bench_table(["speed.json"], context(tmp_path)).splitlines() == [
+        "| model | frames/s, 1 thread | x a |", "|---|---|---|", "| a | 2,800 | 1 |", "| b | 1,400 | 0.5 |", "",
+        "Measured on cpu (x86_64) (2 cores, load average 0.2 at the start), commit abc1234, 2026-12-07T04:00:00Z."]
+    with pytest.raises(ReportError, match="one result JSON"):
+        bench_table([], context(tmp_path))

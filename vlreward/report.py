@@ -17,6 +17,7 @@ Generators (arguments are split as a shell splits them; paths resolve against th
   config's `heldout` block (see `HELDOUT`); "–" where a config has none.
 - `score VIDEO [VIDEO...] --task TEXT [--task TEXT...] [--model NAME]`: the return of each committed video under
   each task, scored in-process by a shipped model.
+- `bench JSON`: a committed benchmark result (`bench.common.write_result`) as its table, and where it was measured.
 
     vlreward report            # rewrite the blocks in place
     vlreward report --check    # exit 1 with a unified diff when a committed block is stale, or a link is broken
@@ -198,6 +199,18 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
     return "\n".join(lines)
 
 
+def bench_table(arguments: Sequence[str], context: Context) -> str:
+    """`bench JSON`: the rows of a committed benchmark result as a table, then the machine, load and commit."""
+    from bench.common import markdown_table
+
+    if len(arguments) != 1:
+        raise ReportError(f"bench takes one result JSON, got {' '.join(arguments) or 'none'}")
+    result = json.loads(context.source(arguments[0]).read_text())
+    where = (f"Measured on {result['device']} ({result['cpu_count']} cores, load average "
+             f"{result['load_average_at_start'][0]:.1f} at the start), commit {result['commit']}, {result['time']}.")
+    return f"{markdown_table(result['rows'])}\n\n{where}"
+
+
 def score_table(arguments: Sequence[str], context: Context) -> str:
     """`score VIDEO [VIDEO...] --task TEXT [--task TEXT...] [--model NAME]`: each video's return under each task."""
     parser = argparse.ArgumentParser(prog="score", add_help=False, exit_on_error=False)
@@ -229,7 +242,7 @@ def score_table(arguments: Sequence[str], context: Context) -> str:
 
 
 GENERATORS: dict[str, Callable[[Sequence[str], Context], str]] = {
-    "rl": rl_table, "protocol": protocol_text, "models": models_table, "score": score_table}
+    "rl": rl_table, "protocol": protocol_text, "models": models_table, "score": score_table, "bench": bench_table}
 
 
 # -------------------------------------------------------------------------------------------------------- blocks
