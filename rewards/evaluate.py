@@ -141,7 +141,7 @@ def _evaluate_text(model, rows, paraphrases, batch_size, curves_per_group, progr
         jobs += [_Job(i, text, f"paraphrase:{k}") for k, text in enumerate(reworded.get(i, []))]
         if i in wrong:
             jobs.append(_Job(i, wrong[i], "wrong_task"))
-        if _is_hard_negative(row):
+        if is_hard_negative(row):
             jobs.append(_Job(i, row["performed"], "performed"))
     for i in successes:
         jobs.append(_Job(i, rows[i]["task"], "clip_15", view=even_clip))
@@ -176,7 +176,7 @@ def _is_plain_success(row: dict) -> bool:
     return bool(row["success"]) and not row.get("warp")
 
 
-def _is_hard_negative(row: dict) -> bool:
+def is_hard_negative(row: dict) -> bool:
     """A failure for its task that really solved another one (`performed`) in the same scene."""
     return not row["success"] and bool(row.get("performed")) and row["performed"] != row["task"]
 
@@ -302,7 +302,7 @@ def _hard_negatives(rows, scores, notes) -> dict | None:
     A hard negative must score lower for the scene's task than for the task it solves (same video), and lower
     than the scene's own expert success (same env and seed) where the dataset has one.
     """
-    negatives = [i for i, row in enumerate(rows) if _is_hard_negative(row)]
+    negatives = [i for i, row in enumerate(rows) if is_hard_negative(row)]
     if not negatives:
         notes.append("hard_negatives: skipped, no failure row names the task it `performed` instead")
         return None

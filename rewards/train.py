@@ -55,8 +55,8 @@ class Args:
     rank_weight: float = arg(1.0, "progress: weight of the ranking term over time-ordered frame pairs (0: off)")
     done_margin: float = arg(0.0, "progress: labels before a success's last frame stay below 1 - m, so completing "
                              "the task pays at least m (0: time along the recording)")
-    progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence and "
-                                                         "rewound examples per batch")
+    progress_shares: list[float] = arg([0.6, 0.25, 0.15], "progress: shares of own-task, mismatched-sentence, rewound "
+                                                         "and (a 4th, 0 if left out) performed examples per batch")
     init: str = arg("", "checkpoint directory of the same objective to fine-tune from (empty: random init)")
     steps: int = arg(1500, "gradient steps")
     batch_size: int = arg(32, "videos per step")

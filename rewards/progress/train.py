@@ -5,6 +5,9 @@ Each batch mixes three kinds of (first frame, current frame, sentence) -> target
 - mismatched: a successful video's frame with another task's sentence, target 0 (the reward must read the task);
 - rewound: a success played backwards from its last frame (the first frame is the success's end), target 0
   (undoing a task is not progress);
+- performed: a hard negative (another task's expert acting in this task's scene) with the sentence of the task it
+  performed, labelled by time along its recording as a success is: the scene's own task stays low on it (its
+  failure label), so the head must read which task the motion does, not only the scene;
 and, with `--rank-weight`, pairs of frames of one success in time order for Rank2Reward's ranking term.
 
 `--objective distill --teacher CRITIC` trains the same head to match a slower critic: own examples take the
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from rewards.backbones import backbone_spec, load_backbone
 from rewards.checkpoint import save_checkpoint
 from rewards.base import RewardModel, Score
-from rewards.evaluate import evaluate, task_key
+from rewards.evaluate import evaluate, is_hard_negative, task_key
 from rewards.feature_cache import dataset_features
 from rewards.math import value_difference_rewards
 from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
@@ -33,7 +36,7 @@ from rewards.registry import load_model
 from rewards.text import shared_minilm
 from rewards.video import decode_video, read_manifest
 
-KINDS = ("own", "mismatched", "rewound")
+KINDS = ("own", "mismatched", "rewound", "performed")
 
 
 def progress_targets(row: dict, num_frames: int, done_margin: float = 0.0) -> np.ndarray | None:
@@ -90,7 +93,11 @@ class ProgressBatches:
         if not self.successes:
             raise ValueError("the split has no successful videos")
         self.rankable = [i for i in self.successes if np.ptp(self.targets[i]) > 0]
-        self.shares = np.asarray(shares) / sum(shares)
+        self.performers = [i for i, row in enumerate(rows) if is_hard_negative(row)]
+        self.shares = np.pad(np.asarray(shares, float), (0, len(KINDS) - len(shares)))  # a missing share is 0
+        self.shares /= self.shares.sum()
+        if self.shares[KINDS.index("performed")] > 0 and not self.performers:
+            raise ValueError("performed examples need hard negatives (failures whose row names the task performed)")
         self.other_tasks = [[texts for key, texts in task_sentences.items() if key != task_key(row)] for row in rows]
         if self.shares[KINDS.index("mismatched")] > 0 and not all(self.other_tasks[i] for i in self.successes):
             raise ValueError("mismatched examples need at least two tasks in the dataset")
@@ -115,6 +122,10 @@ class ProgressBatches:
                 i = self.labelled[rng.integers(len(self.labelled))]
                 t = self._frame(i, rng)
                 start, target, sentence = 0, float(self.own_targets[i][t]), self._sentence(self.rows[i], rng)
+            elif KINDS[kind] == "performed":
+                i = self._pick(self.performers, rng)
+                t, length = self._frame(i, rng), len(self.features[i])
+                start, target, sentence = 0, t / max(length - 1, 1), self.rows[i]["performed"]
             else:
                 i = self.successes[rng.integers(len(self.successes))]
                 t, target = self._frame(i, rng), 0.0

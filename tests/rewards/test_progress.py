@@ -128,6 +128,22 @@ def test_batches_hold_what_each_kind_promises():
     assert (start[:, :2, 0, 0].abs().max(1).values < 0.3).all() and target.max() == 1
 
 
+def test_performed_examples_pay_a_hard_negative_the_task_it_did_by_time():
+    """Another task's expert in this task's scene: with the sentence of what it performed, its frames are labelled
+    like a success's (time along the recording); a dataset without hard negatives refuses the kind."""
+    rows, features, sentences, tasks = toy_split()
+    with pytest.raises(ValueError, match="hard negatives"):
+        ProgressBatches(rows, features, sentences, (0, 0, 0, 1), tasks)
+    rows[2] = {**rows[2], "performed": "task 1"}  # a failure of task 0 whose video did task 1
+    batches = ProgressBatches(rows, features, sentences, (0, 0, 0, 1), tasks)
+    start, now, sentence, target = batches.draw(64, np.random.default_rng(0), "cpu")
+    assert (sentence == sentences["task 1"]).all() and (start == torch.from_numpy(features[2][:1]).float()).all()
+    frame_index = [int(np.argmin([float((now[k] - torch.from_numpy(f).float()).abs().sum()) for f in features[2]]))
+                   for k in range(64)]
+    np.testing.assert_allclose(target.numpy(), np.array(frame_index) / 5, atol=1e-6)
+    assert len(batches.shares) == 4 and ProgressBatches(rows, features, sentences, (1, 0, 0), tasks).shares[3] == 0
+
+
 def test_ranking_pairs_are_in_time_order_and_the_term_orders_frames():
     rows, features, sentences, tasks = toy_split()
     batches = ProgressBatches(rows, features, sentences, (1, 0, 0), tasks)
