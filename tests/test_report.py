@@ -81,6 +81,17 @@ def test_models_table_adds_the_half_size_figures_where_a_config_has_them(tmp_pat
     assert lines[2].endswith("| 0.950 | 0.900 / 1.000 / 0.875 |") and lines[3].endswith("| – | – |")
 
 
+def test_models_table_of_given_checkpoint_folders(tmp_path):
+    """Variants compared in the docs (committed config.json files, weights not shipped) use the same table."""
+    write_config(tmp_path, "a-progress", {"architecture": "progress", "backbone": "patches-8", "image_size": 64,
+                                          "heldout": {"voc": 0.95}})
+    write_config(tmp_path, "b-liv", {"architecture": "liv", "channels": [16, 32], "image_size": 64})
+    lines = models_table(["rewards/checkpoints/b-liv"], context(tmp_path)).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| `b-liv` |")
+    with pytest.raises(ReportError, match="does not exist"):
+        models_table(["rewards/checkpoints/c-none"], context(tmp_path))
+
+
 def test_models_table_without_any_heldout_block_has_one_dash_column(tmp_path):
     write_config(tmp_path, "b-liv", {"architecture": "liv", "channels": [16, 32], "image_size": 64})
     assert models_table([], context(tmp_path)).splitlines()[2] == "| `b-liv` | `liv` | CNN 16-32 | 64 | – | – |"

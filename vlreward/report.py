@@ -13,8 +13,8 @@ Generators (arguments are split as a shell splits them; paths resolve against th
   `random-success.json`, and the PNG beside each source when there is one (`x.csv` -> `x.png`, a folder -> its
   `curves.png`).
 - `protocol`: the RL protocol's definition, from `rl.experiment`'s docstring and constants.
-- `models`: the shipped critics, one row per `rewards/checkpoints/*/config.json`, with the metrics of the
-  config's `heldout` block (see `HELDOUT`); "–" where a config has none.
+- `models [FOLDER...]`: the shipped critics (or the checkpoint folders given), one row per `config.json`, with the
+  metrics of the config's `heldout` block (see `HELDOUT`) and `heldout_half`'s; "–" where a config has none.
 - `score VIDEO [VIDEO...] --task TEXT [--task TEXT...] [--model NAME]`: the return of each committed video under
   each task, scored in-process by a shipped model.
 - `bench JSON`: a committed benchmark result (`bench.common.write_result`) as its table, and where it was measured.
@@ -173,14 +173,16 @@ def _cell(value) -> str:
 
 
 def models_table(arguments: Sequence[str], context: Context) -> str:
-    """`models`: one row per shipped checkpoint (`rewards/checkpoints/*/config.json`), its held-out metrics from the
-    config's `heldout` block (a flat dict keyed as `HELDOUT`) or "–"."""
+    """`models [FOLDER...]`: one row per checkpoint folder (default: every shipped one, `rewards/checkpoints/*`),
+    its held-out metrics from the config's `heldout` block (a flat dict keyed as `HELDOUT`) or "–"."""
     if arguments:
-        raise ReportError(f"models takes no arguments, got {' '.join(arguments)}")
-    folder = context.source("rewards/checkpoints")
-    configs = {path.parent.name: json.loads(path.read_text()) for path in sorted(folder.glob("*/config.json"))}
-    if not configs:
-        raise ReportError(f"models: no {folder}/*/config.json")
+        folders = [context.source(f"{path}/config.json").parent for path in arguments]
+    else:
+        folders = sorted(path.parent for path in context.source("rewards/checkpoints").glob("*/config.json"))
+    if not folders:
+        raise ReportError("models: no rewards/checkpoints/*/config.json")
+    configs = {folder.name: json.loads((folder / "config.json").read_text()) for folder in folders}
+    folder_of = {folder.name: folder for folder in folders}
     present = [(key, title) for key, title in HELDOUT if any(key in (c.get("heldout") or {}) for c in configs.values())]
     columns = present or [("", "held-out metrics")]
     half = any("heldout_half" in config for config in configs.values())
@@ -188,7 +190,7 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
               *(["VOC / AUROC / own task, frames at half size"] if half else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, config in configs.items():
-        tower, size = _tower(config, folder / name)
+        tower, size = _tower(config, folder_of[name])
         heldout = config.get("heldout") or {}
         cells = [f"`{name}`", f"`{config.get('architecture', MISSING)}`", tower, _cell(size),
                  config.get("text_backbone", MISSING), *(_cell(heldout.get(key)) for key, _ in columns)]
