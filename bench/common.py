@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from vlreward.report import markdown_table  # noqa: F401 (every bench prints its table with it)
+
 TASK = "go to the red ball"
 
 
@@ -41,20 +43,6 @@ def write_result(path: str, args, identity: dict, rows: list[dict], **extra) -> 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"args": asdict(args), **identity, "rows": rows, **extra}, indent=2) + "\n")
     print(f"\nresult: {path}")
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows of dicts -> a GitHub markdown table (floats to 3 significant digits)."""
-    columns = columns or list(rows[0])
-
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def babyai_frames(num_frames: int, size: int = 64, first_seed: int = 100_000) -> np.ndarray:

@@ -203,14 +203,27 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
 
 def bench_table(arguments: Sequence[str], context: Context) -> str:
     """`bench JSON`: the rows of a committed benchmark result as a table, then the machine, load and commit."""
-    from bench.common import markdown_table
-
     if len(arguments) != 1:
         raise ReportError(f"bench takes one result JSON, got {' '.join(arguments) or 'none'}")
     result = json.loads(context.source(arguments[0]).read_text())
     where = (f"Measured on {result['device']} ({result['cpu_count']} cores, load average "
              f"{result['load_average_at_start'][0]:.1f} at the start), commit {result['commit']}, {result['time']}.")
     return f"{markdown_table(result['rows'])}\n\n{where}"
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts -> a GitHub markdown table (floats to 3 significant digits): every bench prints its results
+    with it, and `bench` blocks render committed results with it."""
+    columns = columns or list(rows[0])
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def score_table(arguments: Sequence[str], context: Context) -> str:
