@@ -181,5 +181,9 @@ def test_bench_block_is_the_results_table_and_where_it_ran(tmp_path):
     assert bench_table(["speed.json"], context(tmp_path)).splitlines() == [
         "| model | frames/s, 1 thread | x a |", "|---|---|---|", "| a | 2,800 | 1 |", "| b | 1,400 | 0.5 |", "",
         "Measured on cpu (x86_64) (2 cores, load average 0.2 at the start), commit abc1234, 2026-12-07T04:00:00Z."]
+    assert bench_table(["speed.json", "rows", "model", "x a"], context(tmp_path)).splitlines()[:4] == [
+        "| model | x a |", "|---|---|", "| a | 1 |", "| b | 0.5 |"]
     with pytest.raises(ReportError, match="one result JSON"):
         bench_table([], context(tmp_path))
+    with pytest.raises(ReportError, match="no list 'rows' with columns speed"):
+        bench_table(["speed.json", "rows", "speed"], context(tmp_path))

@@ -17,7 +17,8 @@ Generators (arguments are split as a shell splits them; paths resolve against th
   metrics of the config's `heldout` block (see `HELDOUT`) and `heldout_half`'s; "–" where a config has none.
 - `score VIDEO [VIDEO...] --task TEXT [--task TEXT...] [--model NAME]`: the return of each committed video under
   each task, scored in-process by a shipped model.
-- `bench JSON`: a committed benchmark result (`bench.common.write_result`) as its table, and where it was measured.
+- `bench JSON [LIST [COLUMN...]]`: a committed benchmark result (`bench.common.write_result`) as a table (its
+  `rows`, or another list in it, every column or the ones named), and where it was measured.
 
     vlreward report            # rewrite the blocks in place
     vlreward report --check    # exit 1 with a unified diff when a committed block is stale, or a link is broken
@@ -202,13 +203,17 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
 
 
 def bench_table(arguments: Sequence[str], context: Context) -> str:
-    """`bench JSON`: the rows of a committed benchmark result as a table, then the machine, load and commit."""
-    if len(arguments) != 1:
-        raise ReportError(f"bench takes one result JSON, got {' '.join(arguments) or 'none'}")
+    """`bench JSON [LIST [COLUMN...]]`: a committed benchmark result's `rows` (or another list of it), every column or
+    the ones named, as a table; then the machine, its load and the commit."""
+    if not arguments:
+        raise ReportError("bench takes one result JSON, then optionally a list of it and columns")
     result = json.loads(context.source(arguments[0]).read_text())
+    table, *columns = arguments[1:] or ["rows"]
+    if not isinstance(result.get(table), list) or any(c not in result[table][0] for c in columns):
+        raise ReportError(f"bench: {arguments[0]} has no list {table!r} with columns {', '.join(columns) or 'any'}")
     where = (f"Measured on {result['device']} ({result['cpu_count']} cores, load average "
              f"{result['load_average_at_start'][0]:.1f} at the start), commit {result['commit']}, {result['time']}.")
-    return f"{markdown_table(result['rows'])}\n\n{where}"
+    return f"{markdown_table(result[table], columns or None)}\n\n{where}"
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
