@@ -84,7 +84,7 @@ def tight(service_url):
 
     spec = ModelSpec(model="babyai-liv", num_cpus=0, max_ongoing_requests=1, max_queued_requests=1)
     args = ServeArgs(models=[spec], max_frames=256, max_pixels_per_frame=64 * 64, max_body_bytes=4 * 2**20,
-                     retry_after_s=3, body_read_timeout_s=2, max_concurrent_bodies=8)
+                     retry_after_s=3, body_read_timeout_s=2, max_concurrent_bodies=8, ingress="gateway")
     serve.run(build_app(args), name="vlreward-tight", route_prefix="/tight")
     wait_for_route(f"{service_url}/tight")
     yield SimpleNamespace(url=f"{service_url}/tight", **args.model_dump(include={
