@@ -31,6 +31,20 @@ def tower_features(tower: ImageTower, frames: np.ndarray, image_size: int, devic
     return tower(preprocess_frames(frames, image_size, spec.mean, spec.std, spec.interpolation, device))
 
 
+def cache_entries(directory: Path, rows: list[dict]) -> tuple[list[Path], list[int]]:
+    """One `.npy` per row's video in `directory` (created), and the indices of the rows whose entry is missing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{Path(row['path']).stem}.npy" for row in rows]
+    return paths, [i for i, path in enumerate(paths) if not path.is_file()]
+
+
+def save_entry(path: Path, array: np.ndarray) -> None:
+    """Write a cache entry whole or not at all: a stopped run never leaves a truncated one."""
+    partial = path.with_suffix(".tmp.npy")
+    np.save(partial, array)
+    os.replace(partial, path)
+
+
 def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, image_size: int,
                      device: str = "cpu", batch_frames: int = 256, progress: bool = True) -> list[np.ndarray]:
     """Each row's video (`rows` as `read_manifest(dataset)` gives them) as cached features float16 [T, C, h, w],
@@ -39,17 +53,13 @@ def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, i
     Short videos are batched together up to `batch_frames` frames per forward pass. Returns them in row order.
     """
     directory = cache_dir(dataset, tower, image_size)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{Path(row['path']).stem}.npy" for row in rows]
-    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    paths, missing = cache_entries(directory, rows)
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush():
         features = tower_features(tower, np.concatenate([f for _, f in pending]), image_size, device)
         for (i, _), chunk in zip(pending, features.split([len(f) for _, f in pending])):
-            partial = paths[i].with_suffix(".tmp.npy")
-            np.save(partial, chunk.half().cpu().numpy())
-            os.replace(partial, paths[i])  # a stopped run never leaves a truncated cache entry
+            save_entry(paths[i], chunk.half().cpu().numpy())
         pending.clear()
 
     for i in tqdm(missing, desc=f"features {directory.name}", disable=not progress or not missing):

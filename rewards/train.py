@@ -47,8 +47,8 @@ class Args:
     objective: str = arg("liv", "training objective (and critic): liv and vlc train a small CNN on pixels; progress "
                                 "a head on a frozen pretrained tower's cached features; distill the same head on "
                                 "--teacher's per-frame values", choices=["liv", "vlc", "progress", "distill"])
-    teacher: str = arg("", "distill: the critic to imitate (a shipped name or checkpoint directory), scored once per "
-                           "dataset and cached")
+    teacher: str = arg("", "distill: the critic to imitate (a shipped name or checkpoint directory); it scores each "
+                           "training video once, cached in the dataset")
     backbone: str = arg("efficientnet-lite0-s16", "progress: the frozen pretrained image tower (rewards/backbones.py)")
     dropout: float = arg(0.1, "progress: dropout on the head's frame embeddings")
     weight_decay: float = arg(1e-2, "progress: AdamW weight decay of the head")

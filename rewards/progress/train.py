@@ -17,7 +17,6 @@ teacher's per-frame values instead of the labels, so every video teaches, failed
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from rewards.backbones import backbone_spec, load_backbone
 from rewards.checkpoint import save_checkpoint
 from rewards.base import RewardModel, Score
 from rewards.evaluate import evaluate, is_hard_negative, task_key
-from rewards.feature_cache import dataset_features
+from rewards.feature_cache import cache_entries, dataset_features, save_entry
 from rewards.math import value_difference_rewards
 from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
 from rewards.registry import load_model
@@ -65,14 +64,10 @@ def teacher_values(dataset: str | Path, rows: list[dict], teacher: RewardModel,
     Cached like the tower features, in `<dataset>/features/teacher-<name>-<weights version>/`, so a slow teacher
     is paid once per dataset and a retrained teacher misses the cache."""
     directory = Path(dataset) / "features" / f"teacher-{Path(teacher.name).name}-{teacher.version}"
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{Path(row['path']).stem}.npy" for row in rows]
-    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    paths, missing = cache_entries(directory, rows)
     for i in tqdm(missing, desc=f"teacher {teacher.name}", disable=not progress or not missing):
-        values = np.asarray(teacher.score(decode_video(rows[i]["path"]), rows[i]["task"]).values, np.float32)
-        partial = paths[i].with_suffix(".tmp.npy")
-        np.save(partial, values)
-        os.replace(partial, paths[i])  # a stopped run never leaves a truncated cache entry
+        values = teacher.score(decode_video(rows[i]["path"]), rows[i]["task"]).values
+        save_entry(paths[i], np.asarray(values, np.float32))
     return [np.load(path) for path in paths]
 
 
@@ -210,10 +205,10 @@ def train_progress(args, command_line: str, distill: bool = False) -> Path:
         task_sentences.setdefault(task_key(row), [row["task"], *(row.get("paraphrases") or [])])
     has_val = any(row["success"] and row.get("split") == "val" for row in rows)  # a tiny set may have none
     chosen = [i for i, row in enumerate(rows) if row.get("split", "train") == "train"]
-    taught = teacher_values(args.data, rows, load_model(args.teacher, args.device)) if distill else None
-    train = ProgressBatches([rows[i] for i in chosen], [features[i] for i in chosen], sentence_features,
-                            tuple(args.progress_shares), task_sentences, args.done_margin,
-                            own_targets=[taught[i] for i in chosen] if distill else None)
+    train_rows = [rows[i] for i in chosen]
+    taught = teacher_values(args.data, train_rows, load_model(args.teacher, args.device)) if distill else None
+    train = ProgressBatches(train_rows, [features[i] for i in chosen], sentence_features,
+                            tuple(args.progress_shares), task_sentences, args.done_margin, own_targets=taught)
     val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows)
                 if row.get("split", "train") == ("val" if has_val else "train")][: args.val_videos]
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,

@@ -298,7 +298,8 @@ def test_vlreward_train_distill_caches_the_teachers_values_and_names_it(dataset,
     out = main(Args(data=str(dataset), out=str(tmp_path / "student"), objective="distill", teacher=str(teacher_dir),
                     backbone="patches-8", steps=4, batch_size=8, embed_dim=8, image_size=64, eval_every=2))
     assert json.loads((out / "config.json").read_text())["teacher"] == str(teacher_dir)
-    teacher, rows = rewards.load_model(str(teacher_dir)), read_manifest(dataset)
+    teacher = rewards.load_model(str(teacher_dir))
+    rows = [row for row in read_manifest(dataset) if row.get("split", "train") == "train"]  # what training scored
     expected = teacher.score(decode_video(rows[0]["path"]), rows[0]["task"]).values
     monkeypatch.setattr(type(teacher), "score", lambda *a: pytest.fail("cached values must not be scored again"))
     values = teacher_values(dataset, rows, teacher)
