@@ -3,7 +3,7 @@
 The critics are judged (issue 15) by how soon PPO with their dense reward reaches the success that PPO with the
 success flag alone ends at. This bench measures the ceiling of that comparison: the dense reward of a critic that
 is never wrong, the env's own `info["progress"]` (BabyAI: 1 − the expert's remaining path / its path at reset;
-Meta-World: 1 − the distance to the goal / the distance at reset), paid as potential-based shaping
+Meta-World: 1 − (hand to object + object to target) / the same at reset), paid as potential-based shaping
 `γ·p_{t+1} − p_t` with or without the success bonus. Runs are `vlreward rl`'s RLlib PPO (same config, sampler
 and curve rows, built by `rl.rllib_train.build_config`), so the table and curves compare with that command's.
 

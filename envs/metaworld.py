@@ -60,6 +60,8 @@ SAME_SCENE = {
 }
 # Meta-World reports obj_to_target = 0 for door-open; its success test measures the handle's x to the target
 _DISTANCE = {"door-open": lambda env, obs, info: abs(obs[4] - env._target_pos[0])}
+# tasks whose target is for the hand itself: no object to reach first
+_HAND_TASKS = {"reach"}
 POLICIES = {"expert": 0.0, "random": 1.0, "noisy_expert": 1.0, "other_task": 0.0}
 GOALS_PER_BENCHMARK = 50  # metaworld.MT1 samples this many goals per benchmark seed
 
@@ -85,8 +87,9 @@ class MetaWorldEnv(gym.Env):
 
     Rendering uses one `mujoco.Renderer` with shadows, reflections and multisampling off (~6x faster than
     `env.render()`). The "corner" camera's up axis points down, so its image is rotated by 180 degrees.
-    Progress is the share of the initial object-to-target distance (`obj_to_target`) closed, clipped to
-    [0, 1], and 1 from the first success on. Episodes truncate after `max_steps` steps (Meta-World: 500).
+    Progress is the share of the task's initial remaining path closed: the hand's distance to the object plus
+    the object's distance to its target (`obj_to_target`), clipped to [0, 1], and 1 from the first success on.
+    The reach term makes progress move before contact, as the BabyAI bot's remaining path does. Episodes truncate after `max_steps` steps (Meta-World: 500).
     `reset(seed=s)` builds scene s; a reset without a seed takes the next scene after the previous one.
     """
 
@@ -154,8 +157,11 @@ class MetaWorldEnv(gym.Env):
         return {**info, **frame, "mission": self.mission, "success": success, "progress": progress}
 
     def _distance(self, obs: np.ndarray, info: dict) -> float:
-        """How far the task's object is from its target (Meta-World's obj_to_target, or the success test's)."""
-        return float(_DISTANCE[self.task](self.env, obs, info) if self.task in _DISTANCE else info["obj_to_target"])
+        """The path left: hand to object (obs[0:3] to obs[4:7]) plus object to target (Meta-World's
+        obj_to_target, or the success test's distance)."""
+        to_target = _DISTANCE[self.task](self.env, obs, info) if self.task in _DISTANCE else info["obj_to_target"]
+        reach = 0.0 if self.task in _HAND_TASKS else np.linalg.norm(obs[:3] - obs[4:7])
+        return float(reach + to_target)
 
     def render(self) -> np.ndarray:
         """The corner view, upright: uint8 [render_size, render_size, 3]."""
