@@ -3,7 +3,7 @@
 Starts its own local Ray, runs PPO with the env's own success reward before any Serve exists, then starts the
 vlreward app and runs, with the same sampler (same envs, same batch; like `vlreward rl`, only runs that score frames
 render them, at the critic's input size, so the env-reward rows are env steps alone):
-- the env reward again (Serve idle), with frames riding in the episodes and with frames dropped at episode end;
+- the env reward again, with Serve idle beside it;
 - served rewards over HTTP and through a Serve deployment handle, each scored three ways: `env-runner` (each
   episode submitted as it ends, sampling goes on, the learner waits only for what is still in flight),
   `segments` (the same, with running episodes sent every `--segment` steps) and `learner` (frames ride with the
@@ -29,12 +29,11 @@ from bench.common import markdown_table, ray_processes, run_identity, write_resu
 from envs.suites import SUITES, get_suite
 from rewards.args import arg, parse_args
 
-SOURCES = ("env-no-serve", "env-frames-in-episodes", "env", "http-segments", "http-env-runner", "http-learner",
+SOURCES = ("env-no-serve", "env", "http-segments", "http-env-runner", "http-learner",
            "handle-segments", "handle-env-runner", "handle-learner")
 LABELS = {
     "env-no-serve": "env reward, no Serve running",
-    "env-frames-in-episodes": "env reward, Serve idle, frames ride in the episodes",
-    "env": "env reward, Serve idle, frames dropped at episode end",
+    "env": "env reward, Serve idle",
     "http-segments": "{model} over HTTP, submitted by the env runner in segments",
     "http-env-runner": "{model} over HTTP, submitted by the env runner",
     "http-learner": "{model} over HTTP, frames scored in the learner",
@@ -118,15 +117,13 @@ def measure(args: Args, source: str, model: str, factory) -> dict:
     from rl.train import Args as TrainArgs
 
     reward = "sparse" if source.startswith("env") else "dense"
-    score_in = "learner" if source.endswith("learner") or source == "env-frames-in-episodes" else "env-runner"
+    score_in = "learner" if source.endswith("learner") else "env-runner"
     train_args = TrainArgs(env=args.env, tasks=[args.task], model=model, train_batch_size=args.train_batch_size,
                            max_episode_steps=args.max_episode_steps, num_envs=args.num_envs, score_in=score_in,
                            segment=args.segment if source.endswith("segments") else 0)
     algo = build_config(train_args, reward, 0, factory).build_algo()
     # the env runner samples in this process (0 remote env runners): time its rendering and the learner's update
-    probe = get_suite(args.env).make_env(args.task, seed=0, render_size=0)  # its class renders the frames
-    env_class = type(probe)
-    probe.close()
+    env_class = get_suite(args.env).env_class
     learn_s, render_s = time_calls(algo.learner_group, "update"), time_calls(env_class, "render")
     try:
         first = iteration_row(reward, 0, 0, algo.train(), 0.0)  # warm-up

@@ -257,6 +257,7 @@ SUITE = EnvSuite(
     canonical_task=level_name,
     sentences=lambda task, mission: paraphrases(mission),  # missions vary per episode: reword the episode's own
     make_env=make_env,
+    env_class=BabyAIEnv,
     rollout=rollout,
     policies=tuple(POLICIES),
     render_size=64,

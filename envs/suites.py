@@ -32,6 +32,7 @@ class EnvSuite:
     canonical_task: Callable[[str], str]  # a short name or gym id -> the canonical name; ValueError lists valid ones
     sentences: Callable[[str, str], tuple[str, ...]]  # (task, an episode's mission) -> sentence and paraphrases
     make_env: Callable[..., gym.Env]  # make_env(task, seed=None, render_size=...) -> a gymnasium env
+    env_class: type[gym.Env]  # the class of what make_env returns: its `render` draws the frames
     rollout: Callable[..., Episode]  # rollout(task, seed, policy, render_size=, max_steps=, attempt=) -> Episode
     policies: tuple[str, ...]  # the scripted policies rollout knows: expert, random, noisy_expert, other_task
     render_size: int  # the suite's native frame side

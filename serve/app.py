@@ -195,9 +195,11 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
     settings = ApiSettings.from_args(args, api_token).model_dump()
     if args.ingress == "model":
         (options, init_args), *others = handles.values()
-        options["max_ongoing_requests"] = max(options["max_ongoing_requests"], args.ingress_max_ongoing_requests)
+        # the model's queue bounds move into the replica (LocalHandle); Serve bounds only the HTTP requests held
+        queue = {"max_ongoing": options["max_ongoing_requests"], "max_queued": options.pop("max_queued_requests")}
+        options["max_ongoing_requests"] = max(queue["max_ongoing"], args.ingress_max_ongoing_requests)
         bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in list(handles.items())[1:]}
-        return ModelIngress.options(**options).bind(*init_args, bound, settings)
+        return ModelIngress.options(**options).bind(*init_args, queue, bound, settings)
     bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in handles.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure,
                            max_ongoing_requests=args.ingress_max_ongoing_requests).bind(bound, settings)

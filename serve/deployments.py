@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from rewards import Goal, InvalidTaskError, Score, StepState, VLRewardError, load_model
+from rewards import Goal, InvalidTaskError, OverloadedError, Score, StepState, VLRewardError, load_model
 from serve.guards import Admission, AdmissionGate
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
@@ -192,13 +192,30 @@ class Draining:
 
 class LocalHandle:
     """A model replica's own methods behind a deployment handle's face (`await handle.score.remote(...)`): the API
-    calls the model in its own process, without a hop, serialisation or a second queue."""
+    calls the model in its own process, without a hop or serialisation.
 
-    def __init__(self, replica: ModelReplica):
-        self._replica = replica
+    It keeps the model's queue bounds as a Serve handle does: `max_ongoing` calls run at once, `max_queued` more
+    wait (-1: any number), and a call beyond them is refused at once with `OverloadedError`, the JSON 503 the
+    gateway path answers. (Serve's proxy would otherwise refuse HTTP requests to the ingress in plain text.)"""
+
+    def __init__(self, replica: ModelReplica, max_ongoing: int, max_queued: int):
+        self._replica, self._running = replica, asyncio.Semaphore(max_ongoing)
+        self._limit, self._admitted = (max_ongoing + max_queued if max_queued >= 0 else None), 0
 
     def __getattr__(self, method: str) -> SimpleNamespace:
-        return SimpleNamespace(remote=getattr(self._replica, method))
+        call = getattr(self._replica, method)
+
+        async def remote(*args, **kwargs):
+            if self._limit is not None and self._admitted >= self._limit:
+                raise OverloadedError(f"the model's queue is full ({self._limit} requests admitted)")
+            self._admitted += 1
+            try:
+                async with self._running:
+                    return await call(*args, **kwargs)
+            finally:
+                self._admitted -= 1
+
+        return SimpleNamespace(remote=remote)
 
 
 @serve.deployment(max_ongoing_requests=1024, user_config=BATCHING)
@@ -208,14 +225,14 @@ class ModelIngress(ModelReplica, Draining):
     between actors; other models are reached through their ModelServer handles as from the Gateway."""
 
     def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str,
-                 other_handles: dict, settings: dict):
+                 queue: dict, other_handles: dict, settings: dict):
         from serve.api import create_api
         from serve.decoding import IsolatedDecoder
         from serve.settings import ApiSettings
 
         super().__init__(model_name, model_root, goal_cache_size, precision)
         self.decoder = IsolatedDecoder(warm=True)
-        handles = {settings["default_model"]: LocalHandle(self), **other_handles}
+        handles = {settings["default_model"]: LocalHandle(self, **queue), **other_handles}
         self.api = create_api(handles, ApiSettings(**settings), GatewayMetrics(), self.decoder)
         self.api.add_middleware(TrimAfterBursts, trimmer=self.trimmer)
         self.gate(self.api, settings["retry_after_s"])

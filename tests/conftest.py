@@ -73,9 +73,8 @@ def served_route():
     return wait_for_route
 
 
-@pytest.fixture(scope="session")
-def tight(service_url):
-    """A second app on the same Serve with small limits and a one-slot queue, for edges and backpressure."""
+def tight_app(service_url: str, ingress: str):
+    """An app on the same Serve with small limits and a one-slot queue, for edges and backpressure."""
     from types import SimpleNamespace
 
     from ray import serve
@@ -84,13 +83,26 @@ def tight(service_url):
 
     spec = ModelSpec(model="babyai-liv", num_cpus=0, max_ongoing_requests=1, max_queued_requests=1)
     args = ServeArgs(models=[spec], max_frames=256, max_pixels_per_frame=64 * 64, max_body_bytes=4 * 2**20,
-                     retry_after_s=3, body_read_timeout_s=2, max_concurrent_bodies=8, ingress="gateway")
-    serve.run(build_app(args), name="vlreward-tight", route_prefix="/tight")
-    wait_for_route(f"{service_url}/tight")
-    yield SimpleNamespace(url=f"{service_url}/tight", **args.model_dump(include={
+                     retry_after_s=3, body_read_timeout_s=2, max_concurrent_bodies=8, ingress=ingress)
+    name = f"tight-{ingress}"
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+    wait_for_route(f"{service_url}/{name}")
+    yield SimpleNamespace(url=f"{service_url}/{name}", **args.model_dump(include={
         "max_frames", "max_pixels_per_frame", "max_body_bytes", "retry_after_s", "body_read_timeout_s",
         "max_concurrent_bodies"}))
-    serve.delete("vlreward-tight")
+    serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def tight(service_url):
+    """The tight app behind a gateway ingress deployment (the cluster layout)."""
+    yield from tight_app(service_url, "gateway")
+
+
+@pytest.fixture(scope="session")
+def tight_model_ingress(service_url):
+    """The tight app whose model replica is its own ingress (`vlreward serve`'s default layout)."""
+    yield from tight_app(service_url, "model")
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,21 @@ def test_no_frames_and_no_renderer_when_render_size_is_0():
     env = make_env("drawer-open", seed=0, render_size=0)
     assert env.renderer is None and "frame" not in env.reset()[1] and "frame" not in env.step(np.zeros(4))[-1]
     env.close()
+
+
+def test_coarse_meshes_draw_the_same_scene_with_fewer_triangles():
+    """The welded render meshes keep the picture (under one grey level off on average, the gripper where the full
+    meshes draw it) with a fraction of the triangles; physics keeps the full model."""
+    full, coarse = (make_env("drawer-open", seed=3, render_size=SIZE, render_mesh_cell=cell) for cell in (0, 0.01))
+    rng = np.random.default_rng(0)
+    for env in (full, coarse):
+        env.reset()
+    for _ in range(20):
+        action = rng.uniform(-1, 1, 4).astype(np.float32)
+        (full_obs, *_), (coarse_obs, *_) = full.step(action), coarse.step(action)
+    assert np.array_equal(full_obs, coarse_obs)
+    difference = np.abs(full.render().astype(int) - coarse.render().astype(int))
+    assert difference.mean() < 1.5, difference.mean()
+    assert coarse.renderer.model.mesh_facenum.sum() < 0.3 * coarse.env.model.mesh_facenum.sum()
+    assert full.renderer.model is full.env.model
+    full.close(), coarse.close()

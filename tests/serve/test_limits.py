@@ -80,8 +80,11 @@ def test_chunked_body_over_the_limit_is_refused(tight):
     assert post(tight.url, frames_of(2)).status_code == 200
 
 
-def test_full_queue_answers_503_with_retry_after_and_admitted_requests_finish(tight):
-    """One request in flight and one queued: the rest are refused at once, never left hanging."""
+@pytest.mark.parametrize("ingress", ["tight", "tight_model_ingress"])
+def test_full_queue_answers_503_with_retry_after_and_admitted_requests_finish(ingress, request):
+    """One request in flight and one queued: the rest are refused at once, never left hanging, with the same JSON
+    error whether a gateway or the model replica itself takes HTTP."""
+    tight = request.getfixturevalue(ingress)
     slow = frames_of(tight.max_frames)
     with ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda _: post(tight.url, slow), range(12)))
