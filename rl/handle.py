@@ -59,9 +59,8 @@ class DeploymentRewardModel:
         return self._pool.submit(lambda: _to_score(response.result()))
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[Score]:
-        """All requests go out before any result is awaited, so the replica batches them together."""
-        responses = [self.handle.score.remote(frames, goal) for frames, goal in zip(trajectories, goals)]
-        return [_to_score(response.result()) for response in responses]
+        """One handle call for all: the replica batches them together."""
+        return [_to_score(result) for result in self.handle.score_many.remote(list(trajectories), list(goals)).result()]
 
 
 def _to_score(result) -> Score:

@@ -146,7 +146,7 @@ async def score_batch(
     arrays = await edge.trajectories(trajectories)
     goals = task_list(tasks, len(arrays))
     reported = success_list(successes, len(arrays))
-    results = await asyncio.gather(*(edge.ask(handle.score.remote(a, g)) for a, g in zip(arrays, goals)))
+    results = await edge.ask(handle.score_many.remote(arrays, goals))
     if reported is not None:
         edge.audits.add(name, goals, [result.episode_return for result in results], reported)
     return BatchScoreResponse(model=name, results=results)

@@ -139,6 +139,11 @@ class ModelReplica:
         finally:
             self.trimmer.end()
 
+    async def score_many(self, trajectories: Sequence[np.ndarray], goals: Sequence[Goal]) -> list[ScoreResponse]:
+        """Many trajectories in one handle call (a batch request, the RL path): one hop and one queue place for the
+        lot, and each still joins the cross-request batch."""
+        return list(await asyncio.gather(*(self.score(frames, goal) for frames, goal in zip(trajectories, goals))))
+
     async def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
                           states: Sequence[StepState | None]) -> tuple[list[float], list[StepState]]:
         """One new frame per stream; steps of concurrent requests share one model call."""
