@@ -34,11 +34,13 @@ class Args:
     task: str = arg("GoToRedBallNoDists", "task (BabyAI level / Meta-World task)")
     episodes: int = arg(100, "episodes to play")
     seed: int = arg(0, "first seed: episode i resets the env and seeds the action space with seed + i")
+    max_episode_steps: int = arg(0, "truncate episodes after this many steps, as the runs beside the result do "
+                                 "(`--max-episode-steps`); 0 = the env's own limit")
     out: str = arg("runs/bench/random_success", f"folder for {RESULT}")
 
 
 def random_episode_succeeds(env: gym.Env, seed: int) -> bool:
-    """One episode of `env.action_space.sample()` up to the env's own step limit: is `info["success"]` ever set?"""
+    """One episode of `env.action_space.sample()` up to its step limit: is `info["success"]` ever set?"""
     env.action_space.seed(seed)
     env.reset(seed=seed)
     terminated = truncated = False
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     suite = get_suite(args.env)
     task = suite.canonical_task(args.task)
     env = suite.make_env(task, seed=args.seed, render_size=0)  # 0: no frames, nothing looks at them
+    if args.max_episode_steps:
+        env = gym.wrappers.TimeLimit(env, args.max_episode_steps)
     seeds = range(args.seed, args.seed + args.episodes)
     successes = 0
     with tqdm(seeds, desc=task, unit="episode") as bar:
@@ -63,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             bar.set_postfix(successes=successes)  # the count so far, should a long task be cut short
     env.close()
     result = {"env": args.env, "task": task, "episodes": args.episodes, "successes": successes,
+              "max_episode_steps": args.max_episode_steps or None,
               "rate": successes / args.episodes, "seed": args.seed,
               "command": "python -m bench.random_success " + shlex.join(argv)}
     path = Path(args.out) / RESULT

@@ -12,6 +12,7 @@ import numpy as np
 
 from rewards import Goal, RewardModel
 from rewards.base import scores_in_segments
+from rewards.metrics import RewardAudit
 from rl.mix import RewardMix
 from rl.submission import EpisodeSubmitter, PendingScore, RunningEpisode
 
@@ -38,6 +39,7 @@ class _Episode:
     running: RunningEpisode
     steps: list[int] = field(default_factory=list)  # steps[k]: the global step that brought frame k + 1
     delivered: int = 0  # steps whose rewards are on their way (a collect scores the unfinished prefix)
+    success: bool | None = None  # set when the episode ends: did it succeed
 
 
 @dataclass
@@ -66,6 +68,9 @@ class DelayedRewards:
     segments=True is for models that score in segments (`rewards.scores_in_segments`: LIV, the progress critics):
     a running episode also goes out every `segment` new frames (`rl.submission.RunningEpisode`), so `collect()`
     waits only for the last few steps. Not for ORCA or VLC (their rewards depend on the whole prefix).
+
+    `audit` (`rewards.metrics.RewardAudit`) keeps each ended episode's model return against its success, as the
+    RLlib connector's does: the live reward-hacking audit of the vector and SB3 paths.
     """
 
     def __init__(self, model: RewardModel, mix: RewardMix, num_envs: int, segments: bool = False, segment: int = 8):
@@ -79,6 +84,7 @@ class DelayedRewards:
         self._deliveries: list[_Delivery] = []
         self.submit_wait_s = self.collect_wait_s = 0.0  # time blocked on the service: submitting, collecting
         self.frames_sent = 0
+        self.audit = RewardAudit()
 
     @property
     def wait_s(self) -> float:
@@ -93,8 +99,11 @@ class DelayedRewards:
         episode.running.add([frame])
         episode.steps.append(step)
 
-    def end(self, i: int) -> None:
+    def end(self, i: int, success: bool) -> None:
+        """Sub-env i's episode ended (`success`: whether any of its steps succeeded)."""
         episode, self.episodes[i] = self.episodes[i], None
+        if episode is not None:
+            episode.success = success
         if episode is not None and len(episode.steps) > episode.delivered:
             self._ended.append((i, episode))
 
@@ -126,7 +135,10 @@ class DelayedRewards:
         steps, envs, rewards = [], [], []
         try:
             for delivery in self._deliveries:
-                dense = self.mix.dense(delivery.score.result())  # dense[k]: the step that brought frame k + 1
+                score = delivery.score.result()
+                dense = self.mix.dense(score)  # dense[k]: the step that brought frame k + 1
+                if delivery.episode.success is not None and delivery.end == len(delivery.episode.steps):
+                    self.audit.add(float(np.sum(score.rewards)), delivery.episode.success)
                 steps.append(delivery.episode.steps[delivery.first:delivery.end])
                 envs.append(np.full(delivery.end - delivery.first, delivery.env))
                 rewards.append(dense[delivery.first:delivery.end])

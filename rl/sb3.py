@@ -40,6 +40,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 
 from rewards import Goal, RewardModel
+from rewards.metrics import RewardAudit
 from rl.mix import RewardMix
 from rl.inputs import FRAME_HELP, InputWarnings, MissingInputError, check_frame, goal_of, sparse_signal
 from rl.relabel import DelayedRewards, Relabels
@@ -92,10 +93,16 @@ class VecVLReward(VecEnvWrapper):
         self._goals: list = [None] * self.num_envs
         self._states: list = [None] * self.num_envs
         self.steps, self._wait_s, self._frames_sent = 0, 0.0, 0
+        self._solved = np.zeros(self.num_envs, bool)  # per sub-env: a step of its episode succeeded
 
     @property
     def wait_s(self) -> float:
         return self._wait_s + (self._delayed.wait_s if self._delayed is not None else 0.0)
+
+    @property
+    def audit(self) -> RewardAudit | None:
+        """The live reward audit (rollout mode; None in step mode)."""
+        return self._delayed.audit if self._delayed is not None else None
 
     @property
     def frames_sent(self) -> int:
@@ -148,11 +155,13 @@ class VecVLReward(VecEnvWrapper):
             if "success" in info:
                 info["is_success"] = bool(info["success"])
         served = np.zeros(self.num_envs)
+        self._solved |= success > 0
         if self.mix.uses_model:
             served = self._served(step, infos, dones)
             for i, info in enumerate(infos):  # rollout mode: the dense part comes at the rollout's end
                 info["vlreward"] = {"env_reward": float(env_rewards[i]),
                                     **({"served": float(served[i])} if self._delayed is None else {})}
+        self._solved &= ~np.asarray(dones, bool)
         rewards = np.asarray(self.mix.combine(self.mix.scale * served, success), np.float32)
         return obs, rewards, dones, infos
 
@@ -164,7 +173,7 @@ class VecVLReward(VecEnvWrapper):
                 if has_frame[i]:
                     self._delayed.add(i, step, check_frame(infos[i]["frame"], "VecVLReward"))
                 if dones[i]:
-                    self._delayed.end(i)
+                    self._delayed.end(i, bool(self._solved[i]))
                     self._start(i, self._reset_info(i))
             self._delayed.send()
             return np.zeros(self.num_envs)

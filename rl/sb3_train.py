@@ -97,6 +97,9 @@ class CurveRows(BaseCallback):
             "train_return_mean": float(np.mean(finished)) if finished else float("nan"),
             "time_s": now - self._mark, "reward_s": wait_s - self._wait_s,
             "frames": frames - self._frames, "frame_mb": (frames - self._frames) * self.frame_bytes / 2**20,
+            # the live reward-hacking audit, as in RLlib's rows (NaN for sparse runs and step relabelling)
+            "reward_auroc": self.envs.audit.reward_auroc if self.envs.audit is not None else float("nan"),
+            "false_pay_rate": self.envs.audit.false_pay_rate if self.envs.audit is not None else float("nan"),
         }
         self._mark, self._wait_s, self._frames = now, wait_s, frames
         self.rows.append(row)

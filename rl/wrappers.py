@@ -182,6 +182,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
         self._states: list = [None] * self.num_envs
         self._goals: list = [None] * self.num_envs
         self._ended = np.zeros(self.num_envs, bool)
+        self._solved = np.zeros(self.num_envs, bool)  # per sub-env: a step of its episode succeeded
         self.steps, self._wait_s = 0, 0.0
 
     @property
@@ -197,7 +198,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
 
     def reset(self, *, seed=None, options=None):
         obs, infos = self.env.reset(seed=seed, options=options)
-        self._ended[:] = False
+        self._ended[:] = self._solved[:] = False
         if not self.mix.uses_model:
             return obs, infos
         frames, has = _column(infos, "frame", self.num_envs)
@@ -228,6 +229,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
         else:
             values, has = _column(infos, "success", self.num_envs)
             success = np.where(has & ~restarted, np.asarray(values if values is not None else 0, np.float64), 0.0)
+        self._solved = (self._solved & ~restarted) | (success > 0)
         served = np.zeros(self.num_envs)
         diagnostics = {"env_reward": np.asarray(env_rewards, np.float64)}
         if self.mix.uses_model:
@@ -264,7 +266,7 @@ class VectorVLReward(gym.vector.VectorWrapper):
             elif has_frame[i]:
                 self._delayed.add(i, step, frames[i])
             if self._ended[i]:
-                self._delayed.end(i)
+                self._delayed.end(i, bool(self._solved[i]))
         self._delayed.send()
 
     def collect(self) -> Relabels:

@@ -117,8 +117,9 @@ def _random_policy_sentence(result: dict) -> str:
     """`bench.random_success`'s result as one sentence: how rare success is before any learning (the bound's
     task selection)."""
     first, episodes = result["seed"], result["episodes"]
+    limit = f"{result['max_episode_steps']}-step episodes" if result.get("max_episode_steps") else "the env's own limit"
     return (f"Random policy: {result['successes']} of {episodes} episodes succeed ({100 * result['rate']:.3g}%), "
-            f"uniform actions, seeds {first}–{first + episodes - 1}.")
+            f"uniform actions, {limit}, seeds {first}–{first + episodes - 1}.")
 
 
 def protocol_text(arguments: Sequence[str], context: Context) -> str:

@@ -187,6 +187,9 @@ def test_vlreward_rl_library_sb3_writes_the_curves_of_sparse_and_dense(tmp_path,
     sparse, dense = rows[:2], rows[2:]
     assert all(row["frames"] == 0 and row["reward_s"] == 0 for row in sparse)  # no model, no frames sent
     assert all(row["frames"] >= 256 and row["frame_mb"] > 0 for row in dense)  # every step's frame + resets
+    # the live audit: none without a model; with one, finite once a success and a failure have ended
+    assert all(np.isnan(row["reward_auroc"]) and np.isnan(row["false_pay_rate"]) for row in sparse)
+    assert all("reward_auroc" in row and "false_pay_rate" in row for row in dense)
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
     # the same command again goes on from the runs written: nothing reruns
     monkeypatch.setattr("rl.sb3_train.train_run", lambda *a: pytest.fail("a written run must not rerun"))

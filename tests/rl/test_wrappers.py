@@ -318,3 +318,28 @@ def test_potential_signal_is_discounted_value_difference():
     discounted = sum(0.9 ** t * r for t, r in enumerate(dense))
     assert discounted == pytest.approx(0.9 ** 3 * values[-1] - values[0])  # telescopes: the policy's optimum stays
     assert dense[-1] < 0  # hovering at the goal's value costs (1 - gamma) * V a step
+
+
+def test_the_live_audit_keeps_each_ended_episodes_model_return_and_success(liv, episode):
+    """`DelayedRewards.audit` (the vector and SB3 paths' reward-hacking audit) gets an episode once it has ended and
+    its last part is scored: its model return, the sum of the score's rewards as RLlib's audit takes it."""
+    from rl.relabel import DelayedRewards
+
+    delayed = DelayedRewards(liv, RewardMix(mode="dense"), num_envs=2, segments=True, segment=4)
+    frames, goal = episode.frames, episode.mission
+    for i in range(2):
+        delayed.start(i, frames[0], goal)
+    for step, frame in enumerate(frames[1:]):
+        for i in range(2):
+            delayed.add(i, step, frame)
+        delayed.send()
+    delayed.end(0, True)
+    delayed.collect()  # sub-env 1 still runs: its prefix is scored, not audited
+    whole = float(np.sum(liv.score(frames, goal).rewards))
+    assert delayed.audit.returns == pytest.approx([whole], abs=1e-4) and delayed.audit.successes == [True]
+    delayed.add(1, len(frames), frames[0])
+    delayed.end(1, False)
+    delayed.collect()
+    assert delayed.audit.successes == [True, False]
+    assert delayed.audit.reward_auroc == (1.0 if whole > delayed.audit.returns[1] else 0.0)
+    delayed.close()
