@@ -42,6 +42,7 @@ class Args:
     train_batch_size: int = arg(500, "env steps per PPO iteration")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps (`vlreward rl --max-episode-steps`); "
                                  "0 = the task's own limit")
+    entropy_coeff: float = arg(0.01, "PPO's entropy bonus (`vlreward rl --entropy-coeff`)")
     stop_at: float = arg(0.0, "end a run once its success point reaches this (`vlreward rl --stop-at`); 0 = never")
     gae_lambda: float = arg(0.95, "GAE lambda (`vlreward rl --gae-lambda`; 1.0 = RLlib's own default)")
     out: str = arg("runs/bench/shaping_bound", "folder for the runs' CSVs (<kind>-seed<k>.csv) and curves.png")
@@ -115,7 +116,7 @@ def run(args: Args, kind: str, seed: int) -> list[dict]:
     register_env(ENV_NAME, make_shaped_env)
     train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size,
                            gae_lambda=args.gae_lambda, steps=args.steps, stop_at=args.stop_at,
-                           max_episode_steps=args.max_episode_steps)
+                           max_episode_steps=args.max_episode_steps, entropy_coeff=args.entropy_coeff)
     config = build_config(train_args, "sparse", seed, lambda: None)
     env_config = {**config.env_config, "kind": kind, "scale": args.scale, "full_view": args.full_view}
     mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is

@@ -62,7 +62,7 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs,
                      batch_mode="complete_episodes")
         .training(train_batch_size=args.train_batch_size, minibatch_size=min(128, args.train_batch_size),
-                  num_epochs=4, lr=3e-4, entropy_coeff=0.01, lambda_=args.gae_lambda)
+                  num_epochs=4, lr=3e-4, entropy_coeff=args.entropy_coeff, lambda_=args.gae_lambda)
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64, 64]))
         .learners(learner_connector=functools.partial(
             _service_reward, reward_model_factory=None if in_runner else reward_model_factory, mix=mix,

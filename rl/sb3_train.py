@@ -149,8 +149,8 @@ def train_run(args: Args, reward: str, seed: int, reward_model_factory: Callable
     envs = VecVLReward(make_vec_env(args, seed, render_size), model, mix=mix, relabel=relabel)
     n_steps = args.train_batch_size // args.num_envs
     ppo = PPO("MlpPolicy", envs, n_steps=n_steps, batch_size=min(128, n_steps * args.num_envs), n_epochs=4,
-              learning_rate=3e-4, ent_coef=0.01, gae_lambda=args.gae_lambda, policy_kwargs={"net_arch": [64, 64]},
-              seed=seed, device="cpu")
+              learning_rate=3e-4, ent_coef=args.entropy_coeff, gae_lambda=args.gae_lambda,
+              policy_kwargs={"net_arch": [64, 64]}, seed=seed, device="cpu")
     relabel_callback = envs.relabel_callback() if relabel == "rollout" else None
     curves = CurveRows(envs, reward, seed, frame_bytes=render_size * render_size * 3, relabel=relabel_callback,
                       stop_at=args.stop_at)

@@ -75,6 +75,8 @@ class Args:
                        choices=list(RELABEL))
     render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
+    entropy_coeff: float = arg(0.01, "PPO's entropy bonus (RLlib entropy_coeff, SB3 ent_coef); continuous actions "
+                               "(Meta-World's Gaussian policy) may want 0, or the bonus keeps the action noise wide")
     num_env_runners: int = arg(0, "remote env runners; 0 samples in the driver")
     num_envs: int = arg(8, "envs per env runner (sb3: in the DummyVecEnv), stepped as one vector env (one policy "
                         "forward per vector step)")
