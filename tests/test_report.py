@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rl.experiment import read_runs, summarize
-from vlreward.report import (Args, Context, ReportError, bench_table, broken_links, models_table, render, report,
-                             rl_table)
+from vlreward.report import (Args, Context, ReportError, bench_runs_table, bench_table, broken_links, models_table,
+                             render, report, rl_table)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,3 +187,18 @@ def test_bench_block_is_the_results_table_and_where_it_ran(tmp_path):
         bench_table([], context(tmp_path))
     with pytest.raises(ReportError, match="no list 'rows' with columns speed"):
         bench_table(["speed.json", "rows", "speed"], context(tmp_path))
+
+
+def test_bench_runs_block_is_one_row_per_result(tmp_path):
+    for seed, errors in ((1, 0), (2, 3)):
+        (tmp_path / f"fuzz-seed{seed}.json").write_text(json.dumps(
+            {"args": {"seed": seed}, "load_average_at_start": [1.25, 1.0, 1.0], "commit": "abc1234",
+             "requests_sent": 2500, "server_errors": errors}))
+    assert bench_runs_table(["fuzz-seed1.json", "fuzz-seed2.json", "requests_sent", "server_errors"],
+                            context(tmp_path)).splitlines() == [
+        "| result | requests_sent | server_errors | measured |", "|---|---|---|---|",
+        "| fuzz-seed1 | 2500 | 0 | load 1.2, commit abc1234 |", "| fuzz-seed2 | 2500 | 3 | load 1.2, commit abc1234 |"]
+    with pytest.raises(ReportError, match="then the columns"):
+        bench_runs_table(["fuzz-seed1.json"], context(tmp_path))
+    with pytest.raises(ReportError, match="has no seed"):
+        bench_runs_table(["fuzz-seed1.json", "seed"], context(tmp_path))

@@ -19,6 +19,8 @@ Generators (arguments are split as a shell splits them; paths resolve against th
   each task, scored in-process by a shipped model.
 - `bench JSON [LIST [COLUMN...]]`: a committed benchmark result (`bench.common.write_result`) as a table (its
   `rows`, or another list in it, every column or the ones named), and where it was measured.
+- `bench-runs JSON [JSON...] COLUMN [COLUMN...]`: several results of one benchmark, one row each (the scalar
+  columns named, where each was measured).
 
     vlreward report            # rewrite the blocks in place
     vlreward report --check    # exit 1 with a unified diff when a committed block is stale, or a link is broken
@@ -217,6 +219,23 @@ def bench_table(arguments: Sequence[str], context: Context) -> str:
     return f"{markdown_table(result[table], columns or None)}\n\n{where}"
 
 
+def bench_runs_table(arguments: Sequence[str], context: Context) -> str:
+    """`bench-runs JSON [JSON...] COLUMN [COLUMN...]`: several committed results of one benchmark (its seeds, say),
+    one row each: its file's name, the scalar columns named, then where it was measured (load average, commit)."""
+    files = [argument for argument in arguments if argument.endswith(".json")]
+    columns = arguments[len(files):]
+    if not files or not columns or arguments[:len(files)] != files:
+        raise ReportError("bench-runs takes result JSON files, then the columns to show")
+    rows = []
+    for path in files:
+        result = json.loads(context.source(path).read_text())
+        if any(column not in result for column in columns):
+            raise ReportError(f"bench-runs: {path} has no {', '.join(c for c in columns if c not in result)}")
+        rows.append({"result": Path(path).stem, **{column: result[column] for column in columns},
+                     "measured": f"load {result['load_average_at_start'][0]:.1f}, commit {result['commit']}"})
+    return markdown_table(rows)
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     """Rows of dicts -> a GitHub markdown table (floats to 3 significant digits): every bench prints its results
     with it, and `bench` blocks render committed results with it."""
@@ -263,7 +282,8 @@ def score_table(arguments: Sequence[str], context: Context) -> str:
 
 
 GENERATORS: dict[str, Callable[[Sequence[str], Context], str]] = {
-    "rl": rl_table, "protocol": protocol_text, "models": models_table, "score": score_table, "bench": bench_table}
+    "rl": rl_table, "protocol": protocol_text, "models": models_table, "score": score_table, "bench": bench_table,
+    "bench-runs": bench_runs_table}
 
 
 # -------------------------------------------------------------------------------------------------------- blocks
