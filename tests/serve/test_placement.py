@@ -79,6 +79,8 @@ def test_with_the_model_as_ingress_the_first_model_answers_http_and_the_others_k
     app = bind_app(ServeArgs(models=["babyai-liv", "babyai-vlc", "babyai-orca"], ingress="model"), 2.0)
     ingress = app._bound_deployment
     assert ingress.name == "model-babyai-liv" and ingress.ray_actor_options["num_cpus"] == 0.66
-    others = ingress.init_args[4]
+    # the first model's queue bounds travel into its replica (LocalHandle answers a full queue with our JSON 503)
+    assert ingress.init_args[4] == {"max_ongoing": 64, "max_queued": 256}
+    others = ingress.init_args[5]
     assert sorted(others) == ["babyai-orca", "babyai-vlc"]
     assert all(h._bound_deployment.ray_actor_options["num_cpus"] == 0.66 for h in others.values())
