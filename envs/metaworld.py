@@ -90,11 +90,11 @@ def coarse_meshes(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
         _, first, cube = np.unique(np.floor(vertices / cell), axis=0, return_index=True, return_inverse=True)
         welded = first[cube.ravel()][model.mesh_face[faces]]  # face corners as indices of their cube's vertex
         keep = (welded[:, 0] != welded[:, 1]) & (welded[:, 1] != welded[:, 2]) & (welded[:, 0] != welded[:, 2])
-        kept = slice(first_face, first_face + int(keep.sum()))
+        coarse.mesh_facenum[mesh] = num_kept = int(keep.sum())
+        kept = slice(first_face, first_face + num_kept)
         coarse.mesh_face[kept] = welded[keep]
         coarse.mesh_facenormal[kept] = model.mesh_facenormal[faces][keep]
         coarse.mesh_facetexcoord[kept] = model.mesh_facetexcoord[faces][keep]
-        coarse.mesh_facenum[mesh] = int(keep.sum())
     return coarse
 
 
@@ -134,9 +134,10 @@ class MetaWorldEnv(gym.Env):
         self.env = _benchmark(self.task, self._seed // GOALS_PER_BENCHMARK).train_classes[f"{self.task}-v3"]()
         self.env.set_task(self._scene(self._seed))
         self.env.model.vis.quality.offsamples = 0  # no MSAA: the renderer's buffers are sized from this
-        render_model = coarse_meshes(self.env.model, render_mesh_cell) if render_mesh_cell else self.env.model
-        self.renderer = mujoco.Renderer(render_model, render_size, render_size) if render_size else None
-        if self.renderer is not None:  # render_size 0: no frames, no GL context (state-only training)
+        self.renderer = None  # render_size 0: no frames, no GL context, no render model (state-only training)
+        if render_size:
+            render_model = coarse_meshes(self.env.model, render_mesh_cell) if render_mesh_cell else self.env.model
+            self.renderer = mujoco.Renderer(render_model, render_size, render_size)
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
                 self.renderer.scene.flags[flag] = False
         # free the GL context while EGL is still loaded (a renderer left to interpreter exit errors on __del__)

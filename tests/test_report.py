@@ -125,7 +125,8 @@ def test_rl_table_states_the_random_policy_success_of_a_folder_that_measured_it(
         {"env": "babyai", "task": "KeyCorridorS3R3", "episodes": 100, "successes": 3, "rate": 0.03, "seed": 0}))
     table = summarize(read_runs([tmp_path / "measured"]))
     assert rl_table(["measured"], context(tmp_path)) == (
-        f"{table}\n\nRandom policy: 3 of 100 episodes succeed (3%), uniform actions, the env's own limit, seeds 0–99.\n\n"
+        f"{table}\n\nRandom policy: 3 of 100 episodes succeed (3%), uniform actions, the env's own limit, "
+        "seeds 0–99.\n\n"
         "![curves](measured/curves.png)")
     assert rl_table(["unmeasured"], context(tmp_path)) == table
 

@@ -43,7 +43,8 @@ def progress_targets(row: dict, num_frames: int, done_margin: float = 0.0) -> np
 
     Successes: time along the recording (ReWiND's label), read through `source_frames` for time-warped replays, so
     a pause holds its progress. Failures: the manifest's `progress` (Meta-World: the share of the hand-to-object plus
-    object-to-target distance closed; BabyAI: of the path to the mission's object), which stays low when nothing is achieved.
+    object-to-target distance closed; BabyAI: of the path to the mission's object), which stays low when nothing
+    is achieved.
     `done_margin` m > 0 keeps every frame before a success's last below 1 − m (labels scaled by 1 − m), so the
     step that completes the task pays at least m: a policy cannot collect nearly all of the return by stopping one
     action short (facing the ball without picking it up).
