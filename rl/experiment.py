@@ -6,8 +6,9 @@ Per run (one reward kind, one seed; one CSV row per PPO iteration):
   run has finished that many). CSVs written before runs counted their episodes have no `episodes` column; their
   points are the trailing mean of `success_rate` (the success share RLlib reports per iteration, measured here to
   equal successes / episodes of the iteration; SB3 rows: the last 100 episodes) and the table says so.
-- steps to a threshold T: the env steps of the first point >= T. A run that never gets there counts its budget
-  (its last row's env steps) and is censored, which is conservative for the kind being compared to sparse.
+- steps to a threshold T: the env steps of the first point >= T. A run that never gets there is censored: a
+  baseline (sparse) run counts its budget (its last row's env steps); a run of a compared kind counts its own
+  budget or the baseline's longest, whichever is more. Both are conservative for the kind compared to sparse.
 Per reward kind: the median over seeds with a bootstrap 95% interval (resampling seeds); the ratio to the
 baseline kind is the ratio of the medians, its interval from resampling the seeds of both kinds.
 
@@ -115,7 +116,7 @@ class Reach:
     median: float
     low: float
     high: float
-    reached: int  # seeds that got there (the others count their budget)
+    reached: int  # seeds that got there (the others are censored)
     ratio: tuple[float, float, float] | None  # (ratio, low, high) to the baseline; None for the baseline itself
 
 
@@ -139,6 +140,11 @@ def compare(rows: Sequence[dict], thresholds: Sequence[float] = THRESHOLDS, base
     curves = {reward: [success_points(run) for run in seeds.values()] for reward, seeds in runs.items()}
     reach_steps = {reward: {t: [steps_to(s, p, t) for s, p in runs_curves] for t in thresholds}
                    for reward, runs_curves in curves.items()}
+    if baseline in curves:  # a compared run that never got there did not get there sooner than sparse's budget
+        longest = max(s[-1] for s, _ in curves[baseline])
+        reach_steps = {reward: {t: [(steps if hit or reward == baseline else max(steps, longest), hit)
+                                    for steps, hit in by_seed] for t, by_seed in per_t.items()}
+                       for reward, per_t in reach_steps.items()}
     results = []
     for reward, seeds in runs.items():
         reaches = []

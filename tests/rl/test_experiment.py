@@ -58,6 +58,18 @@ def test_the_ratio_is_of_median_first_reaches_with_censored_seeds_at_their_budge
     assert sparse.reaches[0].ratio is None and dense.final == 0.75 and sparse.budget == 11000
 
 
+def test_a_compared_run_that_never_gets_there_counts_at_least_sparses_longest_budget():
+    ok = [30]  # 0.75 of 40 episodes
+    sparse = run("sparse", 0, [0] * 20)  # never, budget 20k
+    short = run("dense", 0, [0] * 5)  # never, within a 5k budget: no sooner than sparse's 20k
+    long = run("dense", 1, [0] * 25)  # never, within 25k: its own budget
+    fast = run("dense", 2, ok * 3)  # at 1k
+    _, dense = compare(sparse + short + long + fast, thresholds=(0.7,))
+    assert (dense.reaches[0].median, dense.reaches[0].reached) == (20000.0, 1)  # of 20k, 25k, 1k
+    assert dense.reaches[0].ratio[0] == 1.0
+    assert compare(short, thresholds=(0.7,))[0].reaches[0].median == 5000.0  # no baseline: its own budget
+
+
 def test_the_interval_spans_the_seeds_median_and_collapses_for_equal_seeds():
     rng = np.random.default_rng(0)
     assert median_interval([5.0, 5.0, 5.0], rng) == (5.0, 5.0, 5.0)
