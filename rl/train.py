@@ -51,7 +51,8 @@ class Args:
     tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
     reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
     model: str = arg("babyai-progress", "reward model name or checkpoint directory (default: `vlreward serve`'s)")
-    url: str = arg("", "reward service: http(s) URL, 'handle' (Serve deployment on this Ray cluster), '' in-process")
+    url: str = arg("", "reward service: http(s) URL, grpc://HOST:PORT, 'handle' (Serve deployment on this Ray "
+                   "cluster), '' in-process")
     steps: int = arg(20_000, "env steps per run")
     seeds: int = arg(1, "runs per reward, seeds seed..seed+seeds-1")
     seed: int = arg(0, "first seed for RLlib, torch, numpy and the envs")
@@ -119,11 +120,16 @@ def make_training_env(env_config: dict):
 
 
 def load_reward_model(model: str, url: str = "") -> RewardModel:
-    """The reward model behind `--model`/`--url`: HTTP client, Serve deployment handle, or `rewards.load_model`."""
+    """The reward model behind `--model`/`--url`: HTTP or gRPC (`grpc://HOST:PORT`) client, Serve deployment handle,
+    or `rewards.load_model`."""
     if url == "handle":
         from rl.handle import DeploymentRewardModel
 
         return DeploymentRewardModel(model)
+    if url.startswith("grpc://"):
+        from serve.grpc_client import GrpcRewardModel
+
+        return GrpcRewardModel(url, model)
     if url:
         from serve.client import RemoteRewardModel
 

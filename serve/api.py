@@ -74,8 +74,7 @@ async def _awaited(response):
 
 @router.get("/v1/models", response_model=ModelsResponse)
 async def list_models(edge: EdgeDep):
-    infos = await asyncio.gather(*(edge.ask(handle.info.remote()) for handle in edge.handles.values()))
-    return ModelsResponse(models=infos)
+    return ModelsResponse(models=await edge.model_infos())
 
 
 class QueryOptions:
@@ -145,11 +144,7 @@ async def score_batch(
     name, handle = edge.model(model)
     arrays = await edge.trajectories(trajectories)
     goals = task_list(tasks, len(arrays))
-    reported = success_list(successes, len(arrays))
-    results = await edge.ask(handle.score_many.remote(arrays, goals))
-    if reported is not None:
-        edge.audits.add(name, goals, [result.episode_return for result in results], reported)
-    return BatchScoreResponse(model=name, results=results)
+    return await edge.score_many(name, handle, arrays, goals, success_list(successes, len(arrays)))
 
 
 @router.get("/v1/audit", response_model=AuditResponse,

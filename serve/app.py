@@ -236,8 +236,9 @@ def init_ray(address: str | None = None, proxy: Proxy = "python", **ray_init_kwa
 
 
 def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-              num_cpus: int | None = None) -> str:
-    """Run the application on a local (or the given) Ray cluster and return its URL.
+              num_cpus: int | None = None, grpc_port: int | None = None) -> str:
+    """Run the application on a local (or the given) Ray cluster and return its URL; with `grpc_port`, Serve's gRPC
+    proxy answers serve/rpc.py's RewardService there too (on every interface: Serve's gRPC proxy has no host).
 
     Every replica's resources are checked against what the cluster has free before anything is deployed: a model
     that cannot be placed is a PlacementError here, not a /readyz that never answers.
@@ -245,11 +246,16 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     import ray
     from ray import serve
 
+    from serve.rpc import SERVICER_FUNCTION
+
+    if grpc_port is not None:  # gRPC refuses a larger message before it is read (Ray reads this when it starts)
+        os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(args.max_body_bytes + 2**16))
     init_ray(address, args.proxy, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = replica_cpus(args, cluster_cpus())
     check_placement(args, cpus, ray.available_resources(), nodes)
-    serve.start(http_options={"host": host, "port": port})
+    grpc = {"grpc_options": {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}} if grpc_port else {}
+    serve.start(http_options={"host": host, "port": port}, **grpc)
     serve.run(build_app(args), name="vlreward", route_prefix="/")
     return f"http://{host}:{port}"
 

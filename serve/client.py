@@ -52,6 +52,18 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
     start_http_server(port, addr)
 
 
+def choose_model(client, infos: list[dict], model: str | None) -> None:
+    """Make `client` stand for `model` (None: the service's default, listed first) among the served `infos` (each
+    a /v1/models entry): its name, version, goal kinds, segments and whole entry; unknown_model names the others."""
+    info = next((m for m in infos if m["name"] == model), None) if model else infos[0]
+    if info is None:
+        raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}; it serves "
+                                             f"{', '.join(m['name'] for m in infos)}")
+    client.name, client.version, client.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
+    client.info = info  # the model's entry in /v1/models (e.g. its expected input, where the service states it)
+    client.segments = bool(info.get("segments", False))  # see rewards.scores_in_segments
+
+
 @dataclass
 class Call:
     """One API call: what to send and how to read the answer; both clients run the same calls."""
@@ -134,13 +146,7 @@ class _Calls:
         return Call("GET", "/v1/models", lambda body: body["models"])
 
     def _choose(self, infos: list[dict], model: str | None) -> None:
-        info = next((m for m in infos if m["name"] == model), None) if model else infos[0]
-        if info is None:
-            raise ERROR_BY_CODE["unknown_model"](f"the service does not serve {model!r}; it serves "
-                                                 f"{', '.join(m['name'] for m in infos)}")
-        self.name, self.version, self.goal_kinds = info["name"], info["version"], tuple(info["goal_kinds"])
-        self.info = info  # the model's entry in /v1/models (e.g. its expected input, where the service states it)
-        self.segments = bool(info.get("segments", False))  # see rewards.scores_in_segments
+        choose_model(self, infos, model)
 
     def _embed(self, goal: Goal) -> Call:
         if not isinstance(goal, str):

@@ -14,6 +14,7 @@ import torch
 from ray import serve
 
 from rewards import Goal, InvalidTaskError, OverloadedError, Score, StepState, VLRewardError, load_model
+from serve.grpc_api import GrpcRoutes
 from serve.guards import Admission, AdmissionGate
 from serve.metrics import GatewayMetrics, ModelMetrics
 from serve.schemas import EmbedResponse, ModelInfo, ScoreResponse
@@ -225,9 +226,9 @@ class LocalHandle:
 
 @serve.deployment(max_ongoing_requests=1024, user_config=BATCHING)
 @serve.ingress()
-class ModelIngress(ModelReplica, Draining):
-    """The default model's replica is also the HTTP ingress (auth, limits, decoding): a request for it takes no hop
-    between actors; other models are reached through their ModelServer handles as from the Gateway."""
+class ModelIngress(ModelReplica, Draining, GrpcRoutes):
+    """The default model's replica is also the HTTP and gRPC ingress (auth, limits, decoding): a request for it takes
+    no hop between actors; other models are reached through their ModelServer handles as from the Gateway."""
 
     def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str,
                  queue: dict, other_handles: dict, settings: dict):
@@ -252,8 +253,8 @@ class ModelIngress(ModelReplica, Draining):
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress()
-class Gateway(Draining):
-    """HTTP ingress: auth, limits, decoding and validation; scoring goes to the ModelServer handles."""
+class Gateway(Draining, GrpcRoutes):
+    """HTTP and gRPC ingress: auth, limits, decoding and validation; scoring goes to the ModelServer handles."""
 
     def __init__(self, model_handles: dict, settings: dict):
         from serve.api import create_api

@@ -30,6 +30,13 @@ def from_ray(error: Exception) -> VLRewardError | None:
     return next((RAY_ERRORS[cls](error) for cls in type(error).__mro__ if cls in RAY_ERRORS), None)
 
 
+def error_message(error: VLRewardError) -> str:
+    """What the client is told: the message's last line, at most 500 characters (Ray wraps a replica's errors with
+    their traceback, which stays in the replica's log)."""
+    message = str(error.args[0]) if error.args else error.code
+    return message.splitlines()[-1][:500]
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -40,8 +47,7 @@ def install_error_handlers(app: FastAPI, retry_after_s: float = 1.0) -> None:
 
     def answer(error: VLRewardError) -> JSONResponse:
         status = status_of(error)
-        message = str(error.args[0]) if error.args else error.code
-        return error_response(status, error.code, message.splitlines()[-1][:500], error_headers(status, retry_after_s))
+        return error_response(status, error.code, error_message(error), error_headers(status, retry_after_s))
 
     @app.exception_handler(VLRewardError)
     async def vlreward_error(request: Request, error: VLRewardError):

@@ -52,14 +52,23 @@ class TokenGuard:
     """
 
     def __init__(self, app, token: str):
-        self.app, self.expected = app, f"Bearer {token}".encode()
+        self.app, self.token = app, token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and route_path(scope) not in PUBLIC_PATHS:
-            supplied = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(supplied, self.expected):
-                return await send_error(send, UnauthorizedError("missing or wrong bearer token"))
+            try:
+                check_bearer(dict(scope["headers"]).get(b"authorization", b""), self.token)
+            except UnauthorizedError as error:
+                return await send_error(send, error)
         await self.app(scope, receive, send)
+
+
+def check_bearer(authorization: bytes | str, token: str) -> None:
+    """UnauthorizedError unless `authorization` (an HTTP header or gRPC metadata value) is `Bearer <token>`; the
+    comparison takes the same time wherever the two differ."""
+    supplied = authorization.encode() if isinstance(authorization, str) else authorization
+    if not secrets.compare_digest(supplied, f"Bearer {token}".encode()):
+        raise UnauthorizedError("missing or wrong bearer token")
 
 
 class Admission:
@@ -68,6 +77,18 @@ class Admission:
 
     def __init__(self):
         self.open, self.in_flight, self.refused, self.last_arrival = True, 0, 0, 0.0
+
+    def admit(self) -> None:
+        """Count one more request in flight (the caller calls `done` when it is answered), or refuse it with
+        ModelNotReadyError (503) once drained."""
+        self.last_arrival = asyncio.get_running_loop().time()
+        if not self.open:
+            self.refused += 1
+            raise ModelNotReadyError("the service is shutting down; retry elsewhere or later")
+        self.in_flight += 1
+
+    def done(self) -> None:
+        self.in_flight -= 1
 
     async def drain(self, grace_s: float, quiet_s: float = 0.5) -> dict:
         """Admit no more requests and wait, at most `grace_s`, until none is in flight and none has arrived for
@@ -90,17 +111,14 @@ class AdmissionGate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or route_path(scope) == "/healthz":
             return await self.app(scope, receive, send)
-        admission = self.admission
-        admission.last_arrival = asyncio.get_running_loop().time()
-        if not admission.open:
-            admission.refused += 1
-            return await send_error(send, ModelNotReadyError("the service is shutting down; retry elsewhere or "
-                                                             "later"), self.retry_after_s, close=True)
-        admission.in_flight += 1
+        try:
+            self.admission.admit()
+        except ModelNotReadyError as error:
+            return await send_error(send, error, self.retry_after_s, close=True)
         try:
             await self.app(scope, receive, send)
         finally:
-            admission.in_flight -= 1
+            self.admission.done()
 
 
 class BodyGuard:

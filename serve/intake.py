@@ -21,7 +21,7 @@ from serve.audit import AuditBook
 from serve.decoding import IsolatedDecoder
 from serve.errors import from_ray
 from serve.metrics import GatewayMetrics, timer
-from serve.schemas import EvalLabel
+from serve.schemas import BatchScoreResponse, EvalLabel
 from serve.settings import ApiSettings
 from serve.wire import load_npy, load_npz
 
@@ -41,6 +41,10 @@ class Edge:
         if name not in self.handles:
             raise UnknownModelError(f"unknown model {name!r}; served models: {', '.join(sorted(self.handles))}")
         return name, self.handles[name]
+
+    async def model_infos(self) -> list:
+        """Every served model's ModelInfo, in the order served."""
+        return list(await asyncio.gather(*(self.ask(handle.info.remote()) for handle in self.handles.values())))
 
     @staticmethod
     async def ask(call) -> Any:
@@ -76,10 +80,21 @@ class Edge:
 
     async def trajectories(self, upload: UploadFile) -> list[np.ndarray]:
         """An .npz of trajectories named 0..N-1 -> checked frames, at least one."""
-        arrays = [self.frames(a) for a in await asyncio.to_thread(load_npz, await upload.read())]
-        if not arrays:
+        return self.checked(await asyncio.to_thread(load_npz, await upload.read()))
+
+    def checked(self, trajectories: list[np.ndarray]) -> list[np.ndarray]:
+        """Each trajectory's frames checked, at least one trajectory."""
+        if not trajectories:
             raise InvalidVideoError("trajectories holds no arrays")
-        return arrays
+        return [self.frames(frames) for frames in trajectories]
+
+    async def score_many(self, name: str, handle, trajectories: list[np.ndarray], goals: list[str],
+                         successes: list[bool] | None) -> BatchScoreResponse:
+        """Checked trajectories scored in one model call; their reported successes feed the live audit."""
+        results = await self.ask(handle.score_many.remote(trajectories, goals))
+        if successes is not None:
+            self.audits.add(name, goals, [result.episode_return for result in results], successes)
+        return BatchScoreResponse(model=name, results=results)
 
     async def goal(self, task: str | None, goal_image: UploadFile | None, demo: UploadFile | None) -> Goal:
         """Exactly one goal: task text, a goal image (decoded off the event loop) or a demo video (design §2)."""
@@ -100,9 +115,14 @@ def task_list(tasks: str, count: int) -> list[str]:
         parsed = json.loads(tasks)
     except json.JSONDecodeError:
         raise InvalidTaskError("tasks must be a JSON list of strings") from None
-    if not isinstance(parsed, list) or len(parsed) not in (1, count) or not all(isinstance(t, str) for t in parsed):
-        raise InvalidTaskError(f"tasks must be a JSON list of 1 or {count} strings")
-    return [check_task_text(t) for t in parsed * (count // len(parsed))]
+    return task_texts(parsed, count)
+
+
+def task_texts(tasks, count: int) -> list[str]:
+    """`count` checked task strings from a list of `count`, or of one shared by all."""
+    if not isinstance(tasks, list) or len(tasks) not in (1, count) or not all(isinstance(t, str) for t in tasks):
+        raise InvalidTaskError(f"tasks must be a list of 1 or {count} strings")
+    return [check_task_text(t) for t in tasks * (count // len(tasks))]
 
 
 def success_list(successes: str | None, count: int) -> list[bool] | None:
@@ -113,9 +133,14 @@ def success_list(successes: str | None, count: int) -> list[bool] | None:
         parsed = json.loads(successes)
     except json.JSONDecodeError:
         parsed = None
-    if not isinstance(parsed, list) or len(parsed) != count or not all(isinstance(s, bool) for s in parsed):
-        raise InvalidTaskError(f"successes must be a JSON list of {count} booleans, one per trajectory")
-    return parsed
+    return success_flags(parsed, count)
+
+
+def success_flags(successes, count: int) -> list[bool]:
+    """A list of `count` booleans, one per trajectory."""
+    if not isinstance(successes, list) or len(successes) != count or not all(isinstance(s, bool) for s in successes):
+        raise InvalidTaskError(f"successes must be a list of {count} booleans, one per trajectory")
+    return successes
 
 
 def eval_labels(labels: str, arrays: list[np.ndarray]) -> list[dict]:

@@ -22,6 +22,7 @@ def _free_port() -> int:
 
 
 SERVE_PORT = int(os.environ.get("VLREWARD_TEST_PORT") or _free_port())
+GRPC_PORT = _free_port()
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +38,9 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def service_url(ray_cluster):
-    """Shipped critics behind the real HTTP ingress, on the session's local Ray: the fast small-CNN baseline first
-    (the service's default route), ORCA, and the shipped default critic (rewards.DEFAULT_MODEL)."""
+    """Shipped critics behind the real HTTP (and gRPC: `grpc_url`) ingress, on the session's local Ray: the fast
+    small-CNN baseline first (the service's default route), ORCA, and the shipped default critic
+    (rewards.DEFAULT_MODEL)."""
     from ray import serve
 
     from rewards import DEFAULT_MODEL
@@ -46,8 +48,14 @@ def service_url(ray_cluster):
 
     # the cluster layout (deploy/serve_config.yaml): a Gateway in front; `vlreward serve`'s tests cover the model one
     yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512, ingress="gateway"),
-                    port=SERVE_PORT)
+                    port=SERVE_PORT, grpc_port=GRPC_PORT)
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def grpc_url(service_url):
+    """The same service's gRPC port (serve/rpc.py); calls name their Serve application in their metadata."""
+    return f"grpc://127.0.0.1:{GRPC_PORT}"
 
 
 def wait_for_route(url: str, timeout_s: float = 120) -> None:

@@ -97,9 +97,10 @@ def cmd_serve(ns):
         # ray.init replaced our SIGTERM handler with its own (sys.exit(15)), and its core worker put Ray's native
         # crash handler (absl's) on SIGTERM: a stack dump, then that handler, then SIGABRT 3 s later: ours again
         handle_signals(on_signal)
-        url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus)
+        url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus, grpc_port=ns.grpc_port)
         phase = "serving"
-        print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs); "
+        grpc = f", gRPC on port {ns.grpc_port}" if ns.grpc_port else ""
+        print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs){grpc}; "
               f"Ctrl-C stops", flush=True)
         stop.wait()
     except BaseException as error:
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-token", default=None, help="require this bearer token (or set VLREWARD_API_TOKEN)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=None, help="also answer gRPC (serve/rpc.py's RewardService: "
+                       "Score, ScoreBatch) on this port, e.g. 9000; a client: `--url grpc://HOST:PORT`")
     serve.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
     serve.add_argument("--ingress", choices=["model", "gateway"], default=None,
                        help="model (default): the first model's replica answers HTTP, no hop for it; gateway: a "

@@ -41,3 +41,21 @@ def test_the_right_token_scores(secure_url):
                           files={"frames": ("f.npy", npy_bytes(frames))}, data={"task": "go to the red ball"})
     assert response.status_code == 200, response.text
     assert RemoteRewardModel(secure_url, token=TOKEN).score(frames, "go to the red ball").values.shape == (3,)
+
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_grpc_refuses_missing_or_wrong_tokens(secure_url, grpc_url, token):
+    from rewards import UnauthorizedError
+    from serve.grpc_client import GrpcRewardModel
+
+    with pytest.raises(UnauthorizedError, match="UNAUTHENTICATED"):
+        GrpcRewardModel(grpc_url, token=token, application="vlreward-secure", retries=0)
+
+
+def test_grpc_with_the_right_token_scores(secure_url, grpc_url):
+    from serve.grpc_client import GrpcRewardModel
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    client = GrpcRewardModel(grpc_url, token=TOKEN, application="vlreward-secure")
+    assert len(client.score(frames, "go to the red ball").rewards) == 3

@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
+from serve.grpc_client import GrpcRewardModel
 from serve.wire import npy_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,12 +70,12 @@ def kill_leftovers(process: subprocess.Popen, port: int) -> None:
 
 @pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGINT to the CLI"])
 def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "vlreward.cli", "serve", "--models", *README_MODELS, "--port", str(port),
-         "--num-cpus", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+         "--grpc-port", str(grpc_port), "--num-cpus", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         # the targets (ready in 60 s, stopped in 10 s) hold on this 2-core machine when idle; when other work already
@@ -90,6 +91,8 @@ def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
             score = httpx.post(f"{url}/v1/score", files={"frames": ("t.npy", npy_bytes(frames))},
                                data={"task": "go to the red ball", "model": name}, timeout=60).json()
             assert score["model"] == name and score["version"] == versions[name] and score["num_frames"] == 5
+            over_grpc = GrpcRewardModel(f"grpc://127.0.0.1:{grpc_port}", name).score(frames, "go to the red ball")
+            np.testing.assert_allclose(over_grpc.rewards, score["rewards"], atol=1e-6)
         started = descendants(process.pid)
         titles = [cmdline(p) for p in started]
         assert any("resource_tracker" in t for t in titles), titles  # the ingress's decoder pool is up ...
