@@ -139,30 +139,65 @@ class LoadResult:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
 
 
+async def closed_loop(send, clients: int, seconds: float, warmup_s: float) -> LoadResult:
+    """`clients` closed-loop clients each await `send(i)` (True: answered OK) for `seconds` after `warmup_s`."""
+    latencies, errors = [], 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+
+    async def client(i: int):
+        nonlocal errors
+        while (sent := time.perf_counter()) < stop_at:
+            ok = await send(i)
+            if sent >= measure_from:
+                if ok:
+                    latencies.append(time.perf_counter() - sent)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    # requests in flight at `stop_at` finish after it: count the time they took
+    return LoadResult(clients, len(latencies), errors, max(time.perf_counter(), stop_at) - measure_from, latencies)
+
+
 def drive(url: str, body: bytes, headers: dict, clients: int, seconds: float, path: str = "/v1/score",
           warmup_s: float = 1.0) -> LoadResult:
     """`clients` closed-loop clients POST `body` for `seconds` (after `warmup_s` unmeasured); counts 200s."""
 
     async def run() -> LoadResult:
-        latencies, errors = [], 0
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
-            start = time.perf_counter()
-            measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+            async def send(_client: int) -> bool:
+                return (await http.post(path, content=body, headers=headers)).status_code == 200
 
-            async def client():
-                nonlocal errors
-                while (sent := time.perf_counter()) < stop_at:
-                    response = await http.post(path, content=body, headers=headers)
-                    if sent >= measure_from:
-                        if response.status_code == 200:
-                            latencies.append(time.perf_counter() - sent)
-                        else:
-                            errors += 1
+            return await closed_loop(send, clients, seconds, warmup_s)
 
-            await asyncio.gather(*(client() for _ in range(clients)))
-            # requests in flight at `stop_at` finish after it: count the time they took
-            elapsed = max(time.perf_counter(), stop_at) - measure_from
-        return LoadResult(clients, len(latencies), errors, elapsed, latencies)
+    return asyncio.run(run())
+
+
+def drive_grpc(url: str, request: bytes, clients: int, seconds: float, method: str = "Score",
+               application: str = "vlreward", warmup_s: float = 1.0) -> LoadResult:
+    """`drive` over gRPC (`grpc://HOST:PORT`): each client calls `method` with the serialized `request` on a channel
+    of its own (one connection per client, as `drive`'s); counts OK answers."""
+    import grpc
+
+    from serve.rpc import SERVICE
+
+    async def run() -> LoadResult:
+        unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        channels = [grpc.aio.insecure_channel(url.removeprefix("grpc://"), options=unlimited) for _ in range(clients)]
+        calls = [channel.unary_unary(f"/{SERVICE}/{method}") for channel in channels]  # bytes in, bytes out
+
+        async def send(client: int) -> bool:
+            try:
+                await calls[client](request, metadata=(("application", application),), timeout=300)
+                return True
+            except grpc.aio.AioRpcError:
+                return False
+
+        try:
+            return await closed_loop(send, clients, seconds, warmup_s)
+        finally:
+            await asyncio.gather(*(channel.close() for channel in channels))
 
     return asyncio.run(run())

@@ -7,7 +7,7 @@ interleaved, so drifting load on a shared machine hits them alike; a row is the 
 
 The service runs as users run it, `vlreward serve` in its own process group (one local Ray each); `--variants`
 adds configurations to compare in the same run (the gateway or the model as ingress, the old 10 ms batch wait,
-Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED); each runs its own local Ray.
+Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED, its HAProxy ingress, the gRPC port); each runs its own local Ray.
 
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
@@ -36,9 +36,10 @@ import torch
 import rewards
 import yaml
 
-from bench.common import (TASK, babyai_frames, drive, markdown_table, mp4_bytes, run_identity, score_body, wait_ready,
-                          write_result)
+from bench.common import (TASK, babyai_frames, drive, drive_grpc, markdown_table, mp4_bytes, run_identity, score_body,
+                          wait_ready, write_result)
 from serve.client import npy_bytes
+from serve.rpc import ScoreRequest
 from rewards.args import arg, parse_args
 
 
@@ -67,10 +68,12 @@ class Args:
 #: name -> (ServeArgs keys over the defaults, environment of `vlreward serve`); "service" is what the CLI runs
 #: (the model replica as ingress, no batch wait); the others are the alternatives measured against it
 FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no proxy), user code on the replica's loop
+GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
 VARIANTS = {
     "service": ({}, {}),
     "service, throughput-optimized": ({}, FAST),
     "service, haproxy": ({"proxy": "haproxy"}, {}),  # Serve's HAProxy ingress (direct ingress behind HAProxy)
+    "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), Serve's gRPC proxy
     "gateway": ({"ingress": "gateway"}, {}),
     "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
     "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
@@ -107,9 +110,14 @@ def in_process_points(args: Args, frames: np.ndarray, device: str, autocast: boo
 
 
 def http_points(args: Args, server: str, url: str, bodies: dict) -> dict:
+    """(label -> measure()) for a server over HTTP, or over gRPC where `url` is grpc://: each media at each load."""
     def measure(media: str, clients: int) -> tuple[float, list[float]]:
-        body, headers = bodies[media]
-        result = drive(url, body, headers, clients, args.seconds, warmup_s=0.5)
+        if url.startswith("grpc://"):
+            request = ScoreRequest(task=TASK, media=bodies[media]).SerializeToString()
+            result = drive_grpc(url, request, clients, args.seconds, warmup_s=0.5)
+        else:
+            body, headers = score_body(media, bodies[media])
+            result = drive(url, body, headers, clients, args.seconds, warmup_s=0.5)
         if result.errors:
             print(f"{server} {media} {clients} clients: {result.errors} failed requests", flush=True)
         return result.requests * args.trajectory_frames / result.seconds, result.latencies_s
@@ -137,11 +145,14 @@ def naive_server(args: Args):
 
 @contextlib.contextmanager
 def cli_service(model: str, variant: str, port: int):
-    """`vlreward serve` with one variant's config and environment, in its own process group; stopped with SIGTERM."""
+    """`vlreward serve` with one variant's config and environment, in its own process group, stopped with SIGTERM:
+    its URL (grpc:// for a gRPC variant)."""
     keys, env = VARIANTS[variant]
     spec = {"model": model, **({"batch_wait_timeout_s": keys["batch_wait_timeout_s"]}
                                if "batch_wait_timeout_s" in keys else {})}
     config = {"models": [spec], **{k: v for k, v in keys.items() if k != "batch_wait_timeout_s"}}
+    if config.get("grpc_port") == GRPC:
+        config["grpc_port"] = port + 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
         yaml.safe_dump(config, file)
     process = subprocess.Popen([sys.executable, "-m", "vlreward.cli", "serve", "--config", file.name, "--port",
@@ -150,7 +161,7 @@ def cli_service(model: str, variant: str, port: int):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, 180)
-        yield url
+        yield f"grpc://127.0.0.1:{port + 1}" if "grpc_port" in config else url
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -168,7 +179,7 @@ def main(args: Args) -> dict:
     autocast = args.precision == "bf16" or (args.precision == "auto" and device == "cuda")
     frames = babyai_frames(args.trajectory_frames, args.frame_size)
     payloads = {"npy": npy_bytes(frames), "mp4": mp4_bytes(frames)}
-    bodies = {media: score_body(media, payloads[media]) for media in args.media}
+    bodies = {media: payloads[media] for media in args.media}
 
     with contextlib.ExitStack() as servers:
         points = in_process_points(args, frames, device, autocast)
@@ -193,7 +204,7 @@ def main(args: Args) -> dict:
     rate = {(r["server"], r["media"], r["load"]): r["frames/s"] for r in rows}
     limit = max(r["frames/s"] for r in rows if r["server"] == "in-process")
     summary = {"limit_frames_per_s": limit, "precision": "bf16" if autocast else "fp32",
-               "request_bytes": {media: len(body) for media, (body, _) in bodies.items()}}
+               "media_bytes": {media: len(payload) for media, payload in bodies.items()}}
     p50 = {(r["server"], r["media"], r["load"]): r["p50 ms"] for r in rows}
     for variant, media in itertools.product(args.variants, args.media):
         for load in [f"{c} clients" for c in args.clients if c >= 8]:

@@ -15,6 +15,7 @@ from ray.serve.config import BackpressureConfig
 
 from rewards import DEFAULT_MODEL
 from serve.deployments import Gateway, ModelIngress, ModelServer
+from serve.rpc import SERVICER_FUNCTION
 from serve.settings import ApiSettings, Proxy
 
 #: the environment variable that puts HAProxy in front of Serve (and turns on direct ingress), read by Ray's
@@ -86,6 +87,11 @@ class ServeArgs(BaseModel):
         "Serve's HAProxy ingress, which forwards to the replicas' own ports (Serve's direct ingress), no Python proxy "
         f"on the way. Ray reads it when it starts: `vlreward serve` sets {HAPROXY_FLAG}=1 for the local Ray it "
         "starts, a cluster (KubeRay) needs it in its containers' environment")
+
+    grpc_port: int | None = Field(
+        None, ge=1, le=65535, description="`vlreward serve`: Serve's gRPC proxy answers serve/rpc.py's RewardService "
+        "on this port too (on every interface); a cluster sets serveConfigV2's grpc_options instead, with "
+        f"grpc_servicer_functions [{SERVICER_FUNCTION}]")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -236,9 +242,9 @@ def init_ray(address: str | None = None, proxy: Proxy = "python", **ray_init_kwa
 
 
 def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-              num_cpus: int | None = None, grpc_port: int | None = None) -> str:
-    """Run the application on a local (or the given) Ray cluster and return its URL; with `grpc_port`, Serve's gRPC
-    proxy answers serve/rpc.py's RewardService there too (on every interface: Serve's gRPC proxy has no host).
+              num_cpus: int | None = None) -> str:
+    """Run the application on a local (or the given) Ray cluster and return its URL; with `args.grpc_port`, Serve's
+    gRPC proxy answers serve/rpc.py's RewardService there too.
 
     Every replica's resources are checked against what the cluster has free before anything is deployed: a model
     that cannot be placed is a PlacementError here, not a /readyz that never answers.
@@ -246,15 +252,14 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     import ray
     from ray import serve
 
-    from serve.rpc import SERVICER_FUNCTION
-
-    if grpc_port is not None:  # gRPC refuses a larger message before it is read (Ray reads this when it starts)
+    if args.grpc_port is not None:  # gRPC refuses larger messages before reading them (read when Ray starts)
         os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(args.max_body_bytes + 2**16))
     init_ray(address, args.proxy, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = replica_cpus(args, cluster_cpus())
     check_placement(args, cpus, ray.available_resources(), nodes)
-    grpc = {"grpc_options": {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}} if grpc_port else {}
+    grpc = ({"grpc_options": {"port": args.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}}
+            if args.grpc_port else {})
     serve.start(http_options={"host": host, "port": port}, **grpc)
     serve.run(build_app(args), name="vlreward", route_prefix="/")
     return f"http://{host}:{port}"

@@ -47,8 +47,8 @@ def service_url(ray_cluster):
     from serve.app import ServeArgs, run_local
 
     # the cluster layout (deploy/serve_config.yaml): a Gateway in front; `vlreward serve`'s tests cover the model one
-    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512, ingress="gateway"),
-                    port=SERVE_PORT, grpc_port=GRPC_PORT)
+    yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512, ingress="gateway",
+                              grpc_port=GRPC_PORT), port=SERVE_PORT)
     serve.shutdown()
 
 

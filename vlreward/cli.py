@@ -68,7 +68,7 @@ def cmd_serve(ns):
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
-                 "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy}
+                 "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy, "grpc_port": ns.grpc_port}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
     if ns.ingress:
@@ -97,11 +97,11 @@ def cmd_serve(ns):
         # ray.init replaced our SIGTERM handler with its own (sys.exit(15)), and its core worker put Ray's native
         # crash handler (absl's) on SIGTERM: a stack dump, then that handler, then SIGABRT 3 s later: ours again
         handle_signals(on_signal)
-        url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus, grpc_port=ns.grpc_port)
+        url = run_local(args, ns.host, ns.port, ns.address, num_cpus=ns.num_cpus)
         phase = "serving"
-        grpc = f", gRPC on port {ns.grpc_port}" if ns.grpc_port else ""
-        print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs){grpc}; "
-              f"Ctrl-C stops", flush=True)
+        grpc = f", gRPC on port {args.grpc_port}" if args.grpc_port else ""
+        print(f"vlreward serving {', '.join(spec.key for spec in args.models)} on {url} (docs at {url}/docs)"
+              f"{grpc}; Ctrl-C stops", flush=True)
         stop.wait()
     except BaseException as error:
         # a signal (_StopNow, which Ray's Cython code may turn into a SystemError, or SystemExit(SIGTERM) from
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=None, help="also answer gRPC (serve/rpc.py's RewardService: "
-                       "Score, ScoreBatch) on this port, e.g. 9000; a client: `--url grpc://HOST:PORT`")
+                       "Score, ScoreBatch, Models, Embed) on this port, e.g. 9000; a client: `--url grpc://HOST:PORT`")
     serve.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
     serve.add_argument("--ingress", choices=["model", "gateway"], default=None,
                        help="model (default): the first model's replica answers HTTP, no hop for it; gateway: a "
