@@ -39,6 +39,7 @@ import yaml
 from bench.common import (TASK, babyai_frames, drive, drive_grpc, markdown_table, mp4_bytes, run_identity, score_body,
                           wait_ready, write_result)
 from serve.client import npy_bytes
+from serve.app import ModelSpec
 from serve.rpc import ScoreRequest
 from rewards.args import arg, parse_args
 
@@ -65,8 +66,8 @@ class Args:
     out: str = arg("runs/bench/throughput.json", "JSON result file")
 
 
-#: name -> (ServeArgs keys over the defaults, environment of `vlreward serve`); "service" is what the CLI runs
-#: (the model replica as ingress, no batch wait); the others are the alternatives measured against it
+#: name -> (ServeArgs or ModelSpec keys over the defaults, environment of `vlreward serve`); "service" is what the
+#: CLI runs (the model replica as ingress, no batch wait); the others are the alternatives measured against it
 FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no proxy), user code on the replica's loop
 GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
 VARIANTS = {
@@ -74,6 +75,8 @@ VARIANTS = {
     "service, throughput-optimized": ({}, FAST),
     "service, haproxy": ({"proxy": "haproxy"}, {}),  # Serve's HAProxy ingress (direct ingress behind HAProxy)
     "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), Serve's gRPC proxy
+    "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
+    "service, 2 batches at once": ({"concurrent_batches": 2}, {}),  # two 1-thread batches at once
     "gateway": ({"ingress": "gateway"}, {}),
     "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
     "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
@@ -148,9 +151,8 @@ def cli_service(model: str, variant: str, port: int):
     """`vlreward serve` with one variant's config and environment, in its own process group, stopped with SIGTERM:
     its URL (grpc:// for a gRPC variant)."""
     keys, env = VARIANTS[variant]
-    spec = {"model": model, **({"batch_wait_timeout_s": keys["batch_wait_timeout_s"]}
-                               if "batch_wait_timeout_s" in keys else {})}
-    config = {"models": [spec], **{k: v for k, v in keys.items() if k != "batch_wait_timeout_s"}}
+    spec = {"model": model, **{k: v for k, v in keys.items() if k in ModelSpec.model_fields}}
+    config = {"models": [spec], **{k: v for k, v in keys.items() if k not in ModelSpec.model_fields}}
     if config.get("grpc_port") == GRPC:
         config["grpc_port"] = port + 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:

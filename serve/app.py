@@ -39,6 +39,8 @@ class ModelSpec(BaseModel):
                                       "(from num_cpus, usually 1)")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests once one "
                                         "arrives; 0: it runs at once, and requests arriving meanwhile form the next")
+    concurrent_batches: int = Field(1, ge=1, description="batches a replica runs at once: 2 lets the next batch "
+                                    "run while one still does (on CPU, each on its own torch threads)")
     max_ongoing_requests: int = Field(64, ge=1, description="requests in flight per replica; ≥ requests per batch")
     max_queued_requests: int = Field(256, ge=-1, description="queued per caller beyond that, then 503; -1: no limit")
     autoscaling_config: dict | None = Field(None, description="Ray Serve autoscaling_config (min/max_replicas, ...)")
@@ -195,7 +197,8 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
             max_queued_requests=spec.max_queued_requests,
             backpressure_config=backpressure,
             user_config={"max_batch_frames": max(spec.max_batch_frames, args.max_frames),
-                         "batch_wait_timeout_s": spec.batch_wait_timeout_s, "torch_threads": threads[spec.key]},
+                         "batch_wait_timeout_s": spec.batch_wait_timeout_s, "torch_threads": threads[spec.key],
+                         "concurrent_batches": spec.concurrent_batches},
             **scaling,
         ), (spec.model, args.model_root, args.goal_cache_size, spec.precision)
     settings = ApiSettings.from_args(args, api_token).model_dump()

@@ -109,7 +109,7 @@ class ModelReplica:
     def __init__(self, model_name: str, model_root: str | None, goal_cache_size: int, precision: str = "fp32"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        self.autocast = torch.autocast(device, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+        self.precision = precision
         model = load_model(model_name, device=device, model_root=model_root)
         self.metrics = ModelMetrics(model.name)
         self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
@@ -118,12 +118,14 @@ class ModelReplica:
     def reconfigure(self, config: dict) -> None:
         """Retune cross-request batching and, on CPU, the model's torch threads (user_config) without a restart.
 
-        torch_threads 0 keeps Ray's default (OMP_NUM_THREADS from the CPU request, usually 1 thread)."""
+        torch_threads 0 keeps Ray's default (OMP_NUM_THREADS from the CPU request, usually 1 thread); with
+        concurrent_batches 2, a batch can run while the previous one still does, each on torch's threads."""
         if self.device == "cpu" and config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
         for batched in (self._score_batch, self._step_batch):
             batched.set_max_batch_size(config["max_batch_frames"])
             batched.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
+            set_concurrent_batches(batched, config.get("concurrent_batches", 1))
 
     async def info(self) -> ModelInfo:
         return self.service.info()
@@ -172,13 +174,24 @@ class ModelReplica:
     def _timed(self, items: list, run: Callable[[list], list]) -> list:
         """run(items) under the replica's autocast, off the event loop so the next batch fills meanwhile."""
         start = time.perf_counter()
-        with self.autocast:
+        # one autocast per call: the context keeps state while entered, and concurrent batches enter it at once
+        with torch.autocast(self.device, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
             results = each_or_error(run, items)
         self.metrics.batch(total_frames(items), time.perf_counter() - start)
         return results
 
 
-BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_threads": 0}
+def set_concurrent_batches(batched, count: int) -> None:
+    """How many batches of a `@serve.batch` method may run at once. Serve 2.60 takes `max_concurrent_batches` only
+    at decoration; its lazy queue wrapper (private; ray is pinned) reads it when the first call builds the queue,
+    and the queue holds it in a semaphore (a batch running keeps the one it entered)."""
+    lazy = batched.set_max_batch_size.__self__
+    lazy.max_concurrent_batches = count
+    if lazy._queue is not None and lazy._queue.max_concurrent_batches != count:
+        lazy._queue.max_concurrent_batches, lazy._queue.semaphore = count, asyncio.Semaphore(count)
+
+
+BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_threads": 0, "concurrent_batches": 1}
 ModelServer = serve.deployment(max_ongoing_requests=64, user_config=BATCHING)(ModelReplica)
 
 
