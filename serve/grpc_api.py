@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Awaitable, Callable
 
 from rewards.base import check_task_text
@@ -64,9 +65,10 @@ class GrpcRoutes:
 
     async def _answer(self, request, grpc_context, call: Callable[[Edge], Awaitable]):
         """call(edge) once the token, the size and the admission pass; an error ends the call with its status and
-        the HTTP API's JSON body as details (a bug: INTERNAL, its type named, the traceback in the replica's log)."""
+        the HTTP API's JSON body as details (a bug: INTERNAL, its type named, the traceback in the replica's log).
+        Counted in the request metrics as route `grpc:<message>` with the HTTP status it stands for."""
         edge: Edge = self.api.state.edge
-        admitted = False
+        admitted, status, start = False, 200, time.perf_counter()
         try:
             if edge.settings.api_token is not None:
                 check_bearer(dict(grpc_context.invocation_metadata()).get("authorization", ""), edge.settings.api_token)
@@ -77,15 +79,19 @@ class GrpcRoutes:
             admitted = True
             return await call(edge)
         except VLRewardError as error:
-            self._fail(grpc_context, status_of(error), error.code, error_message(error))
+            status = status_of(error)
+            self._fail(grpc_context, status, error.code, error_message(error))
             raise
         except Exception as error:
-            self._fail(grpc_context, 500, "internal_error",
+            status = 500
+            self._fail(grpc_context, status, "internal_error",
                        f"{type(error).__name__} while serving {type(request).__name__}")
             raise
         finally:
             if admitted:
                 self.admission.done()
+            if edge.metrics is not None:
+                edge.metrics.request(f"grpc:{type(request).__name__}", status, time.perf_counter() - start)
 
     @staticmethod
     def _fail(grpc_context, status: int, code: str, message: str) -> None:

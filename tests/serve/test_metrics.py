@@ -9,7 +9,10 @@ import time
 import httpx
 import pytest
 
+from rewards import UnknownModelError
 from serve.client import RemoteRewardModel, start_metrics_server
+from serve.grpc_client import GrpcRewardModel
+from serve.rpc import ScoreRequest
 
 
 def sample(text: str, name: str, **labels) -> float:
@@ -22,7 +25,7 @@ def sample(text: str, name: str, **labels) -> float:
     return total
 
 
-def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url, random_frames):
+def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url, grpc_url, random_frames):
     """Counters grow by what this test sends (other tests share the service, so compare with a snapshot)."""
     import ray
 
@@ -34,6 +37,8 @@ def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url,
     counters = {  # name, labels -> at least this much growth
         ("ray_vlreward_requests_total", (("route", "/v1/score"), ("status", "200"))): 3,
         ("ray_vlreward_requests_total", (("route", "unmatched"), ("status", "404"))): 1,
+        ("ray_vlreward_requests_total", (("route", "grpc:ScoreRequest"), ("status", "200"))): 1,
+        ("ray_vlreward_requests_total", (("route", "grpc:ScoreRequest"), ("status", "404"))): 1,
         ("ray_vlreward_frames_scored_total", (("model", "babyai-liv"),)): 3 * len(random_frames),
         ("ray_vlreward_goal_cache_hits_total", (("model", "babyai-liv"),)): 2,
         ("ray_vlreward_goal_cache_misses_total", (("model", "babyai-liv"),)): 1,
@@ -52,6 +57,10 @@ def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url,
     for _ in range(3):
         client.score(random_frames, task)
     httpx.get(f"{service_url}/v1/nope")
+    over_grpc = GrpcRewardModel(grpc_url)
+    over_grpc.score(random_frames, task)
+    with pytest.raises(UnknownModelError):
+        over_grpc._call("Score", ScoreRequest(model="nope", task=task))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         grown = growth(before, scrape())
