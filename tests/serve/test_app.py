@@ -120,3 +120,12 @@ def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started
         bind_app(args, 2)
     monkeypatch.setenv(HAPROXY_FLAG, "1")
     assert bind_app(args, 2)._bound_deployment.name == "model-babyai-progress"  # the default: the model is the ingress
+
+
+def test_the_configuration_example_in_the_serving_docs_is_valid():
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    example = yaml.safe_load(text.split("## Configure the service")[1].split("```yaml\n")[1].split("```")[0])
+    args = ServeArgs(**example)
+    assert args.models[1].key == "metaworld-liv" and args.grpc_port == 9000
