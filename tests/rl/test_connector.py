@@ -23,7 +23,7 @@ from rl.handle import DeploymentRewardModel
 from rl.mix import RewardMix
 from rl.rllib_train import build_config
 from rl.submission import EpisodeSubmitter, PendingScore
-from rl.train import Args
+from rl.train import Args, load_reward_model
 from serve.client import RemoteRewardModel
 
 
@@ -541,8 +541,12 @@ def test_ppo_trains_on_scores_the_env_runner_submitted_over_http(service_url):
 def _one_http_iteration(service_url: str, **args) -> tuple[BatchRewardRecorder, EpisodeRecorder, dict]:
     """One small PPO iteration scored by babyai-liv over HTTP (`Args` overridden by `args`): the recorders and
     the result."""
+    return _one_iteration(functools.partial(RemoteRewardModel, service_url, "babyai-liv"), **args)
+
+
+def _one_iteration(factory, **args) -> tuple[BatchRewardRecorder, EpisodeRecorder, dict]:
+    """One small PPO iteration scored by the model `factory` makes (`Args` overridden by `args`)."""
     args = Args(tasks=["GoToRedBall"], max_episode_steps=16, train_batch_size=200, **args)
-    factory = functools.partial(RemoteRewardModel, service_url, "babyai-liv")
     algo = build_config(args, "dense", 0, factory).training(minibatch_size=100, num_epochs=1).build_algo()
     rewards, episodes = _record_batches(algo)
     try:
@@ -590,6 +594,20 @@ def test_a_remote_env_runner_sends_only_the_scores(service_url):
     served = np.mean([r[:-1].sum() for r in rewards.calls[-1].values()])
     assert result["learners"]["vlreward/mean_return"] == pytest.approx(served, rel=1e-5, abs=1e-7)
     assert result["env_runners"]["vlreward/frames_submitted"] == result["learners"]["vlreward/frames"]
+
+
+def test_ppo_scored_over_grpc_trains_on_the_rewards_http_gives(service_url, grpc_url):
+    """`vlreward rl --url grpc://...`: the same seed's first iteration, scored through the service's gRPC port by an
+    env runner actor (the client pickled to it), trains on the rewards HTTP gives."""
+    runs = {url: _one_iteration(functools.partial(load_reward_model, "babyai-liv", url), num_env_runners=1,
+                                num_envs=4, url=url) for url in (service_url, grpc_url)}
+    (over_http, _, http_result), (over_grpc, _, grpc_result) = runs[service_url], runs[grpc_url]
+    assert grpc_result["learners"]["vlreward/missing"] == 0
+    assert len(over_grpc.calls[-1]) == len(over_http.calls[-1]) > 0
+    for got, want in zip(over_grpc.calls[-1].values(), over_http.calls[-1].values()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert grpc_result["learners"]["vlreward/mean_return"] == pytest.approx(
+        http_result["learners"]["vlreward/mean_return"], rel=1e-4, abs=1e-6)
 
 
 class OverlongTaskClient(RemoteRewardModel):
