@@ -29,14 +29,16 @@ from bench.common import markdown_table, ray_processes, run_identity, write_resu
 from envs.suites import SUITES, get_suite
 from rewards.args import arg, parse_args
 
-SOURCES = ("env-no-serve", "env", "http-segments", "http-env-runner", "http-learner",
-           "handle-segments", "handle-env-runner", "handle-learner")
+SOURCES = ("env-no-serve", "env", "http-segments", "http-env-runner", "http-learner", "grpc-segments",
+           "grpc-env-runner", "handle-segments", "handle-env-runner", "handle-learner")
 LABELS = {
     "env-no-serve": "env reward, no Serve running",
     "env": "env reward, Serve idle",
     "http-segments": "{model} over HTTP, submitted by the env runner in segments",
     "http-env-runner": "{model} over HTTP, submitted by the env runner",
     "http-learner": "{model} over HTTP, frames scored in the learner",
+    "grpc-segments": "{model} over gRPC, submitted by the env runner in segments",
+    "grpc-env-runner": "{model} over gRPC, submitted by the env runner",
     "handle-segments": "{model} via deployment handle, submitted by the env runner in segments",
     "handle-env-runner": "{model} via deployment handle, submitted by the env runner",
     "handle-learner": "{model} via deployment handle, frames scored in the learner",
@@ -58,7 +60,7 @@ class Args:
     num_envs: int = arg(8, "envs per env runner (one vector env)")
     segment: int = arg(32, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
     render_sizes: list[int] = arg([64, 128], "frame sides (px) whose render cost is reported, besides the critic's")
-    port: int = arg(8401, "HTTP port of the bench's own service")
+    port: int = arg(8401, "HTTP port of the bench's own service (its gRPC port: the next one)")
     out: str = arg("runs/bench/rl_overhead.json", "result JSON")
 
 
@@ -195,6 +197,7 @@ def main(args: Args) -> list[dict]:
     from rl.train import critic_input_size
     from serve.app import ServeArgs, run_local
     from serve.client import RemoteRewardModel
+    from serve.grpc_client import GrpcRewardModel
 
     identity = run_identity()
     print(identity)
@@ -211,12 +214,14 @@ def main(args: Args) -> list[dict]:
             order = order if round_ % 2 == 0 else order[::-1]
             for source in order:
                 if source != "env-no-serve" and url is None:
-                    url = run_local(ServeArgs(models=list(args.models)), port=args.port)
+                    url = run_local(ServeArgs(models=list(args.models), grpc_port=args.port + 1), port=args.port)
                     for model in args.models:  # the port is ours: another job's service there would answer 404
                         RemoteRewardModel(url, model).close()
-                models = args.models if source.startswith(("http", "handle")) else [args.models[0]]
+                models = args.models if source.startswith(("http", "grpc", "handle")) else [args.models[0]]
                 for model in models:
                     factory = (functools.partial(RemoteRewardModel, url, model) if source.startswith("http") else
+                               functools.partial(GrpcRewardModel, f"grpc://127.0.0.1:{args.port + 1}", model)
+                               if source.startswith("grpc") else
                                functools.partial(DeploymentRewardModel, model) if source.startswith("handle") else
                                None)
                     runs.append({**measure(args, source, model, factory), "round": round_})
