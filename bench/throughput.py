@@ -77,6 +77,8 @@ VARIANTS = {
     "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), Serve's gRPC proxy
     "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
     "service, 2 batches at once": ({"concurrent_batches": 2}, {}),  # two 1-thread batches at once
+    "service, haproxy, 2 batches at once": ({"proxy": "haproxy", "concurrent_batches": 2}, {}),
+    "service, grpc, 2 batches at once": ({"grpc_port": GRPC, "concurrent_batches": 2}, {}),
     "gateway": ({"ingress": "gateway"}, {}),
     "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
     "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
