@@ -84,29 +84,33 @@ def retry_delay(attempt: int, backoff_s: float, retry_after: str | None) -> floa
 
 
 class Attempts:
-    """The retry policy both clients share: what is transient, how long to wait, what to count."""
+    """The retry policy every client shares (HTTP sync and async, gRPC): what is transient, how long to wait, what
+    to count, under the metrics' `route`."""
 
-    def __init__(self, call: Call, url: str, retries: int, backoff_s: float):
-        self.call, self.url, self.retries, self.backoff_s = call, url, retries, backoff_s
+    def __init__(self, route: str, url: str, retries: int, backoff_s: float):
+        self.route, self.url, self.retries, self.backoff_s = route, url, retries, backoff_s
         self.start = time.perf_counter()
 
-    def succeeded(self, response: httpx.Response):
-        REQUESTS.labels(self.call.path, "ok").inc()
-        LATENCY.labels(self.call.path).observe(time.perf_counter() - self.start)
-        return self.call.parse(response.json())
+    def succeeded(self, result):
+        REQUESTS.labels(self.route, "ok").inc()
+        LATENCY.labels(self.route).observe(time.perf_counter() - self.start)
+        return result
 
-    def failed(self, attempt: int, response: httpx.Response | None = None, error: Exception | None = None) -> float:
-        """The pause before the next attempt; raises the failure when it is not transient or retries are spent."""
-        if response is None:  # connect errors and timeouts
-            failure, retry_after, transient = ModelNotReadyError(f"cannot reach {self.url}: {error}"), None, True
-        else:
-            failure, retry_after = failure_of(response), response.headers.get("retry-after")
-            transient = response.status_code in RETRY_STATUSES
+    def failed(self, attempt: int, failure: VLRewardError, transient: bool, retry_after: str | None = None) -> float:
+        """The pause before the next attempt; raises `failure` when it is not transient or retries are spent."""
         if not transient or attempt >= self.retries:
-            REQUESTS.labels(self.call.path, "failed").inc()
+            REQUESTS.labels(self.route, "failed").inc()
             raise failure
-        RETRIES.labels(self.call.path).inc()
+        RETRIES.labels(self.route).inc()
         return retry_delay(attempt, self.backoff_s, retry_after)
+
+    def http_failed(self, attempt: int, response: httpx.Response | None = None, error: Exception | None = None
+                    ) -> float:
+        """`failed` for an HTTP error answer (its Retry-After honoured), or a connect error or timeout (`error`)."""
+        if response is None:
+            return self.failed(attempt, ModelNotReadyError(f"cannot reach {self.url}: {error}"), True)
+        return self.failed(attempt, failure_of(response), response.status_code in RETRY_STATUSES,
+                           response.headers.get("retry-after"))
 
 
 def failure_of(response: httpx.Response) -> VLRewardError:
@@ -281,16 +285,16 @@ class RemoteRewardModel(_Calls, StreamingMixin):
         return self._submit(self._score_steps(frames, goals, states))
 
     def _run(self, call: Call):
-        attempts = Attempts(call, self.url, self.retries, self.backoff_s)
+        attempts = Attempts(call.path, self.url, self.retries, self.backoff_s)
         for attempt in itertools.count():
             try:
                 response = self.http.request(call.method, call.path, data=call.data or None, files=call.files or None)
             except httpx.TransportError as error:
-                time.sleep(attempts.failed(attempt, error=error))
+                time.sleep(attempts.http_failed(attempt, error=error))
                 continue
             if response.is_success:
-                return attempts.succeeded(response)
-            time.sleep(attempts.failed(attempt, response))
+                return attempts.succeeded(call.parse(response.json()))
+            time.sleep(attempts.http_failed(attempt, response))
 
     def embed_goal(self, goal: Goal) -> GoalEmbedding:
         return self._run(self._embed(goal))
@@ -381,18 +385,18 @@ class AsyncRemoteRewardModel(_Calls):
         await self.aclose()
 
     async def _run(self, call: Call):
-        attempts = Attempts(call, self.url, self.retries, self.backoff_s)
+        attempts = Attempts(call.path, self.url, self.retries, self.backoff_s)
         for attempt in itertools.count():
             try:
                 async with self.slots:
                     response = await self.http.request(call.method, call.path, data=call.data or None,
                                                        files=call.files or None)
             except httpx.TransportError as error:
-                await asyncio.sleep(attempts.failed(attempt, error=error))
+                await asyncio.sleep(attempts.http_failed(attempt, error=error))
                 continue
             if response.is_success:
-                return attempts.succeeded(response)
-            await asyncio.sleep(attempts.failed(attempt, response))
+                return attempts.succeeded(call.parse(response.json()))
+            await asyncio.sleep(attempts.http_failed(attempt, response))
 
     async def embed_goal(self, goal: Goal) -> GoalEmbedding:
         return await self._run(self._embed(goal))

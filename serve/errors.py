@@ -37,8 +37,13 @@ def error_message(error: VLRewardError) -> str:
     return message.splitlines()[-1][:500]
 
 
+def error_body(code: str, message: str) -> dict:
+    """The one shape of every error the service answers, over HTTP (the body) and gRPC (the details, as JSON)."""
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI, retry_after_s: float = 1.0) -> None:

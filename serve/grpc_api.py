@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 from rewards.base import check_task_text
 from rewards.errors import PayloadTooLargeError, VLRewardError
 from serve import rpc
-from serve.errors import error_message
+from serve.errors import error_body, error_message
 from serve.guards import Admission, check_bearer
 from serve.intake import Edge, success_flags, task_texts
 from serve.schemas import ScoreResponse
@@ -96,4 +96,4 @@ class GrpcRoutes:
     @staticmethod
     def _fail(grpc_context, status: int, code: str, message: str) -> None:
         grpc_context.set_code(rpc.GRPC_CODES[status])
-        grpc_context.set_details(json.dumps({"error": {"code": code, "message": message}}))
+        grpc_context.set_details(json.dumps(error_body(code, message)))

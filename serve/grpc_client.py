@@ -2,9 +2,9 @@
 scores many trajectories per call: `vlreward rl --url grpc://127.0.0.1:9000`.
 
 It retries what is transient (the service not ready, overloaded or stopping; a dropped connection; a timeout) with
-the HTTP client's backoff, raises vlreward's own errors from the JSON the service sends as details, and counts its
-calls in the HTTP client's Prometheus metrics (route `grpc:<method>`). A failed score raises: it never becomes a
-reward of 0. Text goals only: image and demo goals go over HTTP (`RemoteRewardModel`).
+the HTTP client's policy (`serve.client.Attempts`), raises vlreward's own errors from the JSON the service sends as
+details, and counts its calls in the HTTP client's Prometheus metrics (route `grpc:<method>`). A failed score
+raises: it never becomes a reward of 0. Text goals only: image and demo goals go over HTTP (`RemoteRewardModel`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from rewards import GoalEmbedding, InvalidTaskError, ModelNotReadyError, Score, VLRewardError
 from serve import rpc
-from serve.client import LATENCY, REQUESTS, RETRIES, choose_model, retry_delay
+from serve.client import Attempts, choose_model
 from serve.status import ERROR_BY_CODE
 from serve.wire import npy_bytes
 
@@ -82,21 +82,13 @@ class GrpcRewardModel:
         self.close()
 
     def _call(self, method: str, request):
-        route, start = f"grpc:{method}", time.perf_counter()
+        attempts = Attempts(f"grpc:{method}", self.url, self.retries, self.backoff_s)
         for attempt in itertools.count():
             try:
-                reply = self._stubs[method](request, metadata=self._metadata, timeout=self.timeout_s)
+                return attempts.succeeded(self._stubs[method](request, metadata=self._metadata,
+                                                              timeout=self.timeout_s))
             except grpc.RpcError as error:
-                failure, transient = failure_of(error, self.url)
-                if not transient or attempt >= self.retries:
-                    REQUESTS.labels(route, "failed").inc()
-                    raise failure from None
-                RETRIES.labels(route).inc()
-                time.sleep(retry_delay(attempt, self.backoff_s, None))
-                continue
-            REQUESTS.labels(route, "ok").inc()
-            LATENCY.labels(route).observe(time.perf_counter() - start)
-            return reply
+                time.sleep(attempts.failed(attempt, *failure_of(error, self.url)))
 
     @staticmethod
     def _task(goal) -> str:
