@@ -200,9 +200,14 @@ def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> di
     """Make one episode, write its mp4 and return its manifest row (runs in a worker process)."""
     i, env, task, seed, kind, paraphrase, out, render_size, max_steps = job
     episode, extra = make_episode(env, task, seed, kind, render_size, max_steps)
-    path = f"videos/{i:05d}.mp4"
+    return write_row(out, f"videos/{i:05d}.mp4", env, episode, paraphrase, extra)
+
+
+def write_row(out: str | Path, path: str, env: str, episode: Episode, paraphrase: int, extra: dict) -> dict:
+    """Write `episode`'s mp4 at `out`/`path` and return its manifest row, worded with sentence `paraphrase` of its
+    task (modulo the ones it has)."""
     write_video(Path(out) / path, episode.frames)
-    sentences = get_suite(env).sentences(task, episode.mission)
+    sentences = get_suite(env).sentences(episode.task, episode.mission)
     paraphrase %= len(sentences)
     return {
         "path": path,
@@ -211,9 +216,9 @@ def write_episode(job: tuple[int, str, str, int, str, int, str, int, int]) -> di
         "paraphrases": [text for k, text in enumerate(sentences) if k != paraphrase],
         "success": bool(episode.success),
         "env": env,
-        "env_task": task,
-        "seed": seed,
-        "split": split(seed),
+        "env_task": episode.task,
+        "seed": episode.seed,
+        "split": split(episode.seed),
         "policy": episode.policy,
         "num_frames": len(episode.frames),
         "progress": None if episode.progress is None else np.round(episode.progress, 4).tolist(),

@@ -20,7 +20,7 @@ import torch
 from rewards.base import RewardModel
 from rl.connector import EpisodeScorer, ServiceReward
 from rl.experiment import TASK_SUCCESS, reached
-from rl.train import SCORE_IN, Args, critic_input_size, make_training_env, reward_mix
+from rl.train import SCORE_IN, Args, make_training_env, reward_mix, training_env_config
 
 ENV_NAME = "vlreward-tasks"
 
@@ -45,9 +45,7 @@ def build_config(args: Args, reward: str, seed: int, reward_model_factory: Calla
 
     register_env(ENV_NAME, make_training_env)
     mix = reward_mix(args, reward)
-    env_config = {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
-                  "render_size": (args.render_size or critic_input_size(args.model)) if mix.uses_model else 0,
-                  "max_episode_steps": args.max_episode_steps}
+    env_config = training_env_config(args, seed, mix.uses_model)
     if args.score_in not in SCORE_IN:
         raise ValueError(f"unknown score_in {args.score_in!r}; valid: {', '.join(SCORE_IN)}")
     in_runner = args.score_in == "env-runner"

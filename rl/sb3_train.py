@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 from rewards.base import RewardModel
 from rl.experiment import reached
 from rl.sb3 import RelabelRollout, VecVLReward
-from rl.train import Args, critic_input_size, make_training_env, reward_mix
+from rl.train import Args, critic_input_size, make_training_env, reward_mix, training_env_config
 
 SUCCESS_WINDOW = 100  # finished episodes in the success rate (as RLlib's `log_success` window)
 
@@ -118,9 +118,7 @@ def make_vec_env(args: Args, seed: int, render_size: int) -> VecMonitor:
     """`args.num_envs` envs of the suite (sub-env i seeded seed + i) in a DummyVecEnv, under a VecMonitor."""
 
     def make(i: int):
-        return lambda: make_training_env({"env": args.env, "tasks": list(args.tasks), "seed": seed + i,
-                                          "task_embedding": args.task_embedding, "render_size": render_size,
-                                          "max_episode_steps": args.max_episode_steps})
+        return lambda: make_training_env({**training_env_config(args, seed + i, True), "render_size": render_size})
 
     return VecMonitor(DummyVecEnv([make(i) for i in range(args.num_envs)]))
 

@@ -87,6 +87,9 @@ class Args:
                             "telescope away: PPO learned 2x slower with it, sparse and dense alike)")
     stop_at: float = arg(0.0, "end a run once its success point (rl.experiment's: trailing episodes pooled) reaches "
                          "this; its steps to every threshold up to it are already final. 0 = run every step")
+    record: str = arg("", "folder to save every --record-every-th episode of each env to (frames, success, "
+                      "progress), for `vlreward data import` to turn into critic training data; '' = none")
+    record_every: int = arg(10, "with --record: save one episode in this many, per env")
     out: str = arg("runs/rl", "folder for the runs' CSVs (<reward>-seed<k>.csv) and curves.png")
 
 
@@ -106,12 +109,25 @@ def reward_mix(args: Args, reward: str) -> RewardMix:
                      normalize=args.normalize)
 
 
+def training_env_config(args: Args, seed: int, uses_model: bool) -> dict:
+    """What `make_training_env` builds for a run: frames at the critic's size when the reward model reads them or
+    episodes are recorded, none otherwise."""
+    render = uses_model or bool(args.record)
+    return {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
+            "render_size": (args.render_size or critic_input_size(args.model)) if render else 0,
+            "max_episode_steps": args.max_episode_steps, "record": args.record, "record_every": args.record_every}
+
+
 def make_training_env(env_config: dict):
     """The env of a run (RLlib's env creator; one per SB3 sub-env): the suite's env per task (envs.suites), sampled
-    per episode, with the task in the observation."""
+    per episode, with the task in the observation and, with "record", some episodes saved (envs.rollouts)."""
     env = make_multitask_env(env_config["env"], env_config["tasks"], seed=env_config.get("seed"),
                              render_size=env_config["render_size"],
                              max_episode_steps=env_config.get("max_episode_steps") or 0)
+    if env_config.get("record"):
+        from envs.rollouts import RecordEpisodes
+
+        env = RecordEpisodes(env, env_config["record"], env_config.get("record_every", 10), env_config["tasks"][0])
     if env_config.get("task_embedding"):
         from envs.wrappers import TaskObservation
 

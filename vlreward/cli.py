@@ -17,6 +17,12 @@ def cmd_data_generate(ns):
     print(generate(from_namespace(Args, ns)))
 
 
+def cmd_data_import(ns):
+    from envs.rollouts import ImportArgs, import_rollouts
+
+    print(import_rollouts(from_namespace(ImportArgs, ns)))
+
+
 def cmd_train(ns):
     from rewards.train import Args, main
 
@@ -211,6 +217,7 @@ def cmd_report(ns):
 
 def build_parser() -> argparse.ArgumentParser:
     from envs.generate import Args as DataArgs
+    from envs.rollouts import ImportArgs
     from rewards.evaluate import Args as EvalArgs
     from rewards.train import Args as TrainArgs
     from rl.train import Args as RLArgs
@@ -225,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate = data_commands.add_parser("generate", help="roll out experts and failures into mp4 + manifest.jsonl")
     add_dataclass_arguments(generate, DataArgs)
     generate.set_defaults(run=cmd_data_generate)
+    imported = data_commands.add_parser("import", help="append episodes recorded by `vlreward rl --record` to a dataset")
+    add_dataclass_arguments(imported, ImportArgs)
+    imported.set_defaults(run=cmd_data_import)
 
     train = commands.add_parser("train", help="train a critic on a generated dataset")
     add_dataclass_arguments(train, TrainArgs)

@@ -42,14 +42,15 @@ def progress_targets(row: dict, num_frames: int, done_margin: float = 0.0) -> np
     """Per-frame progress labels [T] in [0, 1], or None where a row has none.
 
     Successes: time along the recording (ReWiND's label), read through `source_frames` for time-warped replays, so
-    a pause holds its progress. Failures: the manifest's `progress` (Meta-World: the share of the hand-to-object plus
-    object-to-target distance closed; BabyAI: of the path to the mission's object), which stays low when nothing
-    is achieved.
+    a pause holds its progress. Failures, and a learning policy's recorded episodes (kind "rollout", whose time is
+    not progress: it wanders before it succeeds): the manifest's `progress` (Meta-World: the share of the
+    hand-to-object plus object-to-target distance closed; BabyAI: of the path to the mission's object), which
+    stays low when nothing is achieved.
     `done_margin` m > 0 keeps every frame before a success's last below 1 − m (labels scaled by 1 − m), so the
     step that completes the task pays at least m: a policy cannot collect nearly all of the return by stopping one
     action short (facing the ball without picking it up).
     """
-    if row["success"]:
+    if row["success"] and row.get("kind") != "rollout":
         source = np.asarray(row.get("source_frames") or np.arange(num_frames), np.float32)
         labels = source / max(float(source.max()), 1.0)
         return np.where(labels < 1.0, labels * (1.0 - done_margin), 1.0).astype(np.float32)
@@ -88,7 +89,9 @@ class ProgressBatches:
         self.successes = [i for i, row in enumerate(rows) if row["success"]]
         if not self.successes:
             raise ValueError("the split has no successful videos")
-        self.rankable = [i for i in self.successes if np.ptp(self.targets[i]) > 0]
+        # the ranking term's pairs need labels that rise with time (a rollout's progress may fall back)
+        self.rankable = [i for i in self.successes
+                         if np.ptp(self.targets[i]) > 0 and np.all(np.diff(self.targets[i]) >= 0)]
         self.performers = [i for i, row in enumerate(rows) if is_hard_negative(row)]
         self.shares = np.pad(np.asarray(shares, float), (0, len(KINDS) - len(shares)))  # a missing share is 0
         self.shares /= self.shares.sum()

@@ -96,6 +96,8 @@ def test_progress_targets_worked_examples():
     np.testing.assert_allclose(progress_targets(warped, 5, done_margin=0.5), [0, 0, 0.25, 1, 1])
     np.testing.assert_allclose(progress_targets({"success": False, "progress": [0, 1.0]}, 2, done_margin=0.5), [0, 0.5])
     assert progress_targets({"success": False, "progress": None}, 3) is None
+    rollout = {"success": True, "kind": "rollout", "progress": [0, 0.3, 0.1, 1.0]}  # a policy's: time is not progress
+    np.testing.assert_allclose(progress_targets(rollout, 4), [0, 0.3, 0.1, 1.0])
 
 
 def toy_split(num_videos=40, length=6, seed=0):
