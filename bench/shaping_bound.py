@@ -45,6 +45,8 @@ class Args:
     entropy_coeff: float = arg(0.01, "PPO's entropy bonus (`vlreward rl --entropy-coeff`)")
     stop_at: float = arg(0.0, "end a run once its success point reaches this (`vlreward rl --stop-at`); 0 = never")
     gae_lambda: float = arg(0.95, "GAE lambda (`vlreward rl --gae-lambda`; 1.0 = RLlib's own default)")
+    record: str = arg("", "folder to save some episodes to, as critic training data (`vlreward rl --record`)")
+    record_every: int = arg(10, "with --record: save one episode in this many, per env")
     out: str = arg("runs/bench/shaping_bound", "folder for the runs' CSVs (<kind>-seed<k>.csv) and curves.png")
 
 
@@ -116,7 +118,8 @@ def run(args: Args, kind: str, seed: int) -> list[dict]:
     register_env(ENV_NAME, make_shaped_env)
     train_args = TrainArgs(env=args.env, tasks=[args.task], train_batch_size=args.train_batch_size,
                            gae_lambda=args.gae_lambda, steps=args.steps, stop_at=args.stop_at,
-                           max_episode_steps=args.max_episode_steps, entropy_coeff=args.entropy_coeff)
+                           max_episode_steps=args.max_episode_steps, entropy_coeff=args.entropy_coeff,
+                           record=args.record, record_every=args.record_every)
     config = build_config(train_args, "sparse", seed, lambda: None)
     env_config = {**config.env_config, "kind": kind, "scale": args.scale, "full_view": args.full_view}
     mix = RewardMix(mode="sparse", sparse="env_reward")  # the env's (shaped) reward, as it is
