@@ -1,8 +1,9 @@
 """Per-frame features of a dataset's videos from a frozen tower, computed once and cached on disk.
 
 Heads on a frozen tower train on these features instead of pixels, so thousands of episodes and many epochs fit
-a CPU. The cache lives in `<dataset>/features/<tower>-<weights digest>-<frame size>/<video stem>.npy` (float16
-[T, C, h, w]): another tower, other weights or another frame size miss it; the same ones hit it.
+a CPU. The cache lives in `<dataset>/features/<tower>-<weights digest>-<frame size>[-x<scale>]/<video stem>.npy`
+(float16 [T, C, h, w]): another tower, other weights, another frame size or another rescale of the videos miss
+it; the same ones hit it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import torch
 from tqdm import tqdm
 
 from rewards.backbones import ImageTower
-from rewards.preprocess import preprocess_frames
+from rewards.preprocess import preprocess_frames, rescale_frames
 from rewards.video import decode_video
 
 
-def cache_dir(dataset: str | Path, tower: ImageTower, image_size: int) -> Path:
-    """Where features of `tower` (by name and weights digest) at `image_size` px are kept for `dataset`."""
-    return Path(dataset) / "features" / f"{tower.spec.name}-{tower.digest}-{image_size}"
+def cache_dir(dataset: str | Path, tower: ImageTower, image_size: int, scale: float = 1.0) -> Path:
+    """Where features of `tower` (by name and weights digest) at `image_size` px are kept for `dataset`'s videos
+    resized by `scale`."""
+    rescaled = "" if scale == 1.0 else f"-x{scale:g}"
+    return Path(dataset) / "features" / f"{tower.spec.name}-{tower.digest}-{image_size}{rescaled}"
 
 
 @torch.no_grad()
@@ -46,13 +49,14 @@ def save_entry(path: Path, array: np.ndarray) -> None:
 
 
 def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, image_size: int,
-                     device: str = "cpu", batch_frames: int = 256, progress: bool = True) -> list[np.ndarray]:
-    """Each row's video (`rows` as `read_manifest(dataset)` gives them) as cached features float16 [T, C, h, w],
-    computing (with a progress bar) only the missing.
+                     device: str = "cpu", batch_frames: int = 256, progress: bool = True,
+                     scale: float = 1.0) -> list[np.ndarray]:
+    """Each row's video (`rows` as `read_manifest(dataset)` gives them), resized by `scale` (`rescale_frames`), as
+    cached features float16 [T, C, h, w], computing (with a progress bar) only the missing.
 
     Short videos are batched together up to `batch_frames` frames per forward pass. Returns them in row order.
     """
-    directory = cache_dir(dataset, tower, image_size)
+    directory = cache_dir(dataset, tower, image_size, scale)
     paths, missing = cache_entries(directory, rows)
     pending: list[tuple[int, np.ndarray]] = []
 
@@ -63,7 +67,7 @@ def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, i
         pending.clear()
 
     for i in tqdm(missing, desc=f"features {directory.name}", disable=not progress or not missing):
-        pending.append((i, decode_video(rows[i]["path"])))  # read_manifest's rows hold the path under `dataset`
+        pending.append((i, rescale_frames(decode_video(rows[i]["path"]), scale)))  # read_manifest's rows hold the path under `dataset`
         if sum(len(f) for _, f in pending) >= batch_frames:
             flush()
     if pending:

@@ -44,6 +44,17 @@ def preprocess_frames(
     return (pixels - mean_t) / std_t
 
 
+def rescale_frames(frames: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] resized by `scale` (antialiased bilinear, sides rounded) as uint8: the frames a
+    camera or a cheaper render at that size would deliver. A no-op at scale 1."""
+    if scale == 1.0:
+        return frames
+    height, width = (max(1, round(side * scale)) for side in frames.shape[1:3])
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    pixels = F.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
+    return pixels.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def embed_videos(embed: Callable[[np.ndarray], torch.Tensor], trajectories: Sequence[np.ndarray]) -> list[torch.Tensor]:
     """Per-video frame embeddings [T_i, D] from one `embed` pass over all frames when sizes agree (the batching
     that pays), else one pass per video."""

@@ -73,6 +73,9 @@ class Args:
     heads: int = arg(4, "VLC: attention heads")
     vlc_paraphrases: bool = arg(True, "VLC: a paraphrase of a video's task is a positive of it, not a negative (same "
                                       "task_key); off: only its own caption")
+    frame_scales: list[float] = arg([1.0], "progress: train on every video at each of these sizes (factors of its "
+                                    "recorded size, e.g. 1 0.5), so frames arriving smaller than the render still "
+                                    "score; validation averages over them")
     augment: bool = arg(True, "random shift (pad + crop) and brightness/contrast jitter of training videos")
     shift: int = arg(4, "augmentation: largest shift in pixels (at image_size)")
     jitter: float = arg(0.1, "augmentation: largest brightness offset and contrast change (fraction of the range)")

@@ -30,6 +30,7 @@ from rewards.base import RewardModel, Score
 from rewards.evaluate import evaluate, is_hard_negative, task_key
 from rewards.feature_cache import cache_entries, dataset_features, save_entry
 from rewards.math import value_difference_rewards
+from rewards.progress.load import load_progress_critic
 from rewards.progress.model import ProgressConfig, ProgressHead, progress_loss
 from rewards.registry import load_model
 from rewards.text import shared_minilm
@@ -198,7 +199,12 @@ def train_progress(args, command_line: str, distill: bool = False) -> Path:
     rows = read_manifest(args.data)
     spec = backbone_spec(args.backbone)
     tower = load_backbone(args.backbone, args.device)
-    features = dataset_features(args.data, rows, tower, args.image_size, args.device)
+    if not args.frame_scales or min(args.frame_scales) <= 0:
+        raise ValueError(f"frame_scales must be positive factors, got {args.frame_scales}")
+    # each rescale of the dataset is a copy of its videos: the rows repeat once per scale, with that scale's features
+    features = [f for scale in args.frame_scales
+                for f in dataset_features(args.data, rows, tower, args.image_size, args.device, scale=scale)]
+    rows = rows * len(args.frame_scales)
     # every sentence validation may score: tasks, their paraphrases, and what other-task failures performed
     texts = sorted({text for row in rows
                     for text in [row["task"], *(row.get("paraphrases") or []), row.get("performed")] if text})
@@ -213,12 +219,21 @@ def train_progress(args, command_line: str, distill: bool = False) -> Path:
     taught = teacher_values(args.data, train_rows, load_model(args.teacher, args.device)) if distill else None
     train = ProgressBatches(train_rows, [features[i] for i in chosen], sentence_features,
                             tuple(args.progress_shares), task_sentences, args.done_margin, own_targets=taught)
-    val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows)
-                if row.get("split", "train") == ("val" if has_val else "train")][: args.val_videos]
+    val_split = "val" if has_val else "train"
+    val_rows = [{**row, "frames": features[i]} for i, row in enumerate(rows) if row.get("split", "train") == val_split]
+    per_scale = max(1, len(val_rows) // len(args.frame_scales))  # the first `val_videos` of each scale's copy
+    val_rows = [row for k, row in enumerate(val_rows) if k % per_scale < args.val_videos // len(args.frame_scales)]
     config = ProgressConfig(backbone=spec.name, backbone_digest=tower.digest, image_size=args.image_size,
                             mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
                             feature_channels=spec.channels, hidden=args.embed_dim, dropout=args.dropout)
     head = ProgressHead(config).to(args.device)
+    if args.init:  # fine-tune: the flags must describe the saved head, which its tower, size and width must match
+        saved = load_progress_critic(args.init, args.device)[0].head
+        if (saved.config.backbone, saved.config.image_size, saved.config.hidden) != (spec.name, args.image_size,
+                                                                                       args.embed_dim):
+            raise ValueError(f"--init {args.init} is a {saved.config.backbone} head at {saved.config.image_size} px "
+                             f"with width {saved.config.hidden}: pass --backbone, --image-size and --embed-dim to match")
+        head.load_state_dict(saved.state_dict())
     scorer = CachedFeatureScorer(head, sentence_features, args.device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     out = Path(args.out or "runs/progress")
@@ -246,7 +261,8 @@ def train_progress(args, command_line: str, distill: bool = False) -> Path:
                 best = record["val_score"]
                 taught_by = {"teacher": args.teacher} if distill else {}
                 save_checkpoint(head, out, extra={"trained_with": command_line, "steps": step, "dataset": str(args.data),
-                                                  "val_score": round(best, 4), **taught_by})
+                                                  "val_score": round(best, 4), "frame_scales": args.frame_scales,
+                                                  **taught_by})
             progress.set_postfix(loss=f"{metrics['loss']:.3f}", val_voc=report["voc"], val_auroc=report["auroc_return"])
         if step % args.log_every == 0 or "val_score" in record:
             log.write(json.dumps(record) + "\n")

@@ -1,6 +1,7 @@
 """The frozen pretrained tower, the feature cache and the progress critic (rewards/progress)."""
 
 import json
+import shutil
 import socket
 
 import numpy as np
@@ -15,6 +16,7 @@ from rewards.checkpoint import save_checkpoint
 from rewards.evaluate import task_key
 from rewards.feature_cache import cache_dir, dataset_features
 from rewards.metrics import value_order_correlation
+from rewards.preprocess import preprocess_frames, rescale_frames
 from rewards.progress import ProgressConfig, ProgressHead, progress_loss
 from rewards.progress.train import ProgressBatches, progress_targets
 from rewards.train import Args, main
@@ -233,6 +235,35 @@ def test_vlreward_train_progress_writes_a_loadable_critic(dataset, tmp_path):
     row = read_manifest(dataset)[0]
     score = rewards.load_model(str(out)).score(decode_video(row["path"]), row["task"])
     assert score.values.shape == (row["num_frames"],) and np.isfinite(score.values).all()
+
+
+def test_training_at_two_frame_sizes_caches_both_and_records_them(dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    out = main(Args(data=str(data), out=str(tmp_path / "progress"), objective="progress", steps=4, batch_size=8,
+                    embed_dim=8, image_size=64, backbone="patches-8", eval_every=2, frame_scales=[1.0, 0.5]))
+    assert json.loads((out / "config.json").read_text())["frame_scales"] == [1.0, 0.5]
+    tuned = main(Args(data=str(data), out=str(tmp_path / "tuned"), objective="progress", steps=1, batch_size=8,
+                      embed_dim=8, image_size=64, backbone="patches-8", eval_every=1, lr=0.0, init=str(out)))
+    assert (tuned / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()  # lr 0: the init
+    with pytest.raises(ValueError, match="--embed-dim"):
+        main(Args(data=str(data), out=str(tmp_path / "bad"), objective="progress", steps=1, embed_dim=16,
+                  image_size=64, backbone="patches-8", init=str(out)))
+    caches = sorted(path.name for path in (data / "features").iterdir())
+    assert caches == ["patches-8-patches-8-64", "patches-8-patches-8-64-x0.5"]
+    assert len(list((data / "features" / caches[1]).glob("*.npy"))) == len(read_manifest(data))
+
+
+def test_rescaled_frames_are_what_a_smaller_render_delivers():
+    frame = np.zeros((1, 64, 64, 3), np.uint8)
+    frame[0, :32] = 255  # a white top half
+    half = rescale_frames(frame, 0.5)
+    assert half.shape == (1, 32, 32, 3) and half.dtype == np.uint8
+    assert (half[0, :15] == 255).all() and (half[0, 17:] == 0).all()
+    assert rescale_frames(frame, 1.0) is frame
+    # back at the critic's input size, the half-size frame preprocesses close to the full one
+    full, small = (preprocess_frames(f, 64, (0.5,) * 3, (0.25,) * 3) for f in (frame, half))
+    assert (full - small).abs().mean() < 0.1
 
 
 def test_the_patch_tower_turns_each_patch_into_one_cell():
