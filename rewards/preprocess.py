@@ -45,13 +45,16 @@ def preprocess_frames(
 
 
 def rescale_frames(frames: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] resized by `scale` (antialiased bilinear, sides rounded) as uint8: the frames a
-    camera or a cheaper render at that size would deliver. A no-op at scale 1."""
+    """uint8 frames [T, H, W, 3] resized by `scale` (sides rounded) as uint8: the frames a camera or a cheaper render
+    at that size would deliver. Shrinking averages pixel areas, as a renderer's supersampling does (BabyAI's 32 px
+    render is 1.5x closer to a 64 px one shrunk by area than by antialiased bilinear); growing is bilinear. A no-op
+    at scale 1."""
     if scale == 1.0:
         return frames
     height, width = (max(1, round(side * scale)) for side in frames.shape[1:3])
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    pixels = F.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
+    pixels = (F.interpolate(pixels, size=(height, width), mode="area") if scale < 1 else
+              F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False))
     return pixels.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 

@@ -150,3 +150,14 @@ def test_carrying_the_key_shortens_the_path_to_a_locked_door():
 def test_no_frames_when_render_size_is_0():
     env = make_env("GoToRedBall", seed=0, render_size=0)
     assert "frame" not in env.reset()[1] and "frame" not in env.step(2)[-1]
+
+
+def test_a_frame_shrunk_by_rescale_frames_is_close_to_the_smaller_render():
+    """Training at several frame sizes (`vlreward train --frame-scales`) stands in for smaller renders: BabyAI's
+    32 px frame is within 6 grey levels on average of its 64 px frame shrunk to half."""
+    from rewards.preprocess import rescale_frames
+
+    big, small = (make_env("GoToLocal", seed=3, render_size=size).reset(seed=3)[1]["frame"] for size in (64, 32))
+    shrunk = rescale_frames(big[None], 0.5)[0]
+    assert shrunk.shape == small.shape
+    assert np.abs(shrunk.astype(int) - small).mean() < 6
