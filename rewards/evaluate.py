@@ -37,7 +37,8 @@ Paraphraser = Callable[[dict], Sequence[str]]
 ARTICLES = {"a", "an", "the"}
 
 
-HELDOUT_KEYS = ("heldout", "heldout_half")  # config.json's held-out blocks: at the render size, at half of it
+# config.json's held-out blocks: frames at the render size, at half of it, and learning RL policies' episodes
+HELDOUT_KEYS = ("heldout", "heldout_half", "heldout_policy")
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Args:
     record: bool = arg(False, "write the held-out figures into the checkpoint's config.json (`heldout`), where the "
                        "README's model table reads them")
     record_as: str = arg("heldout", "config.json key --record writes: `heldout` (frames rendered at the critic's "
-                         "size) or `heldout_half` (rendered at half of it)", choices=list(HELDOUT_KEYS))
+                         "size), `heldout_half` (rendered at half of it) or `heldout_policy` (episodes of learning RL "
+                         "policies, `vlreward data import`)", choices=list(HELDOUT_KEYS))
 
 
 def heldout_block(report: dict, data: str, split: str, command: str) -> dict:

@@ -79,6 +79,11 @@ def test_models_table_adds_the_half_size_figures_where_a_config_has_them(tmp_pat
     lines = models_table([], context(tmp_path)).splitlines()
     assert lines[0].endswith("| VOC | VOC / AUROC / own task, frames at half size |")
     assert lines[2].endswith("| 0.950 | 0.900 / 1.000 / 0.875 |") and lines[3].endswith("| – | – |")
+    write_config(tmp_path, "c-liv", {"architecture": "liv", "channels": [16, 32], "image_size": 64,
+                                     "heldout_policy": {"voc": 0.5, "auroc_return": 0.75}})
+    lines = models_table([], context(tmp_path)).splitlines()
+    assert lines[0].endswith("frames at half size | VOC / AUROC, RL policies' episodes |")
+    assert lines[2].endswith("| 0.900 / 1.000 / 0.875 | – |") and lines[4].endswith("| – | – | 0.500 / 0.750 |")
 
 
 def test_models_table_of_given_checkpoint_folders(tmp_path):

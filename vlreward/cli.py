@@ -23,6 +23,12 @@ def cmd_data_import(ns):
     print(import_rollouts(from_namespace(ImportArgs, ns)))
 
 
+def cmd_data_merge(ns):
+    from envs.merge import MergeArgs, merge
+
+    print(merge(from_namespace(MergeArgs, ns)))
+
+
 def cmd_train(ns):
     from rewards.train import Args, main
 
@@ -217,6 +223,7 @@ def cmd_report(ns):
 
 def build_parser() -> argparse.ArgumentParser:
     from envs.generate import Args as DataArgs
+    from envs.merge import MergeArgs
     from envs.rollouts import ImportArgs
     from rewards.evaluate import Args as EvalArgs
     from rewards.train import Args as TrainArgs
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     imported = data_commands.add_parser("import", help="append episodes recorded by `vlreward rl --record` to a dataset")
     add_dataclass_arguments(imported, ImportArgs)
     imported.set_defaults(run=cmd_data_import)
+    merged = data_commands.add_parser("merge", help="one dataset from several (e.g. the same episodes at two sizes)")
+    add_dataclass_arguments(merged, MergeArgs)
+    merged.set_defaults(run=cmd_data_merge)
 
     train = commands.add_parser("train", help="train a critic on a generated dataset")
     add_dataclass_arguments(train, TrainArgs)

@@ -14,7 +14,8 @@ Generators (arguments are split as a shell splits them; paths resolve against th
   `curves.png`).
 - `protocol`: the RL protocol's definition, from `rl.experiment`'s docstring and constants.
 - `models [FOLDER...]`: the shipped critics (or the checkpoint folders given), one row per `config.json`, with the
-  metrics of the config's `heldout` block (see `HELDOUT`) and `heldout_half`'s; "–" where a config has none.
+  metrics of the config's `heldout` block (see `HELDOUT`) and of its other blocks (`OTHER_HELDOUT`); "–" where a
+  config has none.
 - `score VIDEO [VIDEO...] --task TEXT [--task TEXT...] [--model NAME]`: the return of each committed video under
   each task, scored in-process by a shipped model.
 - `bench JSON [LIST [COLUMN...]]`: a committed benchmark result (`bench.common.write_result`) as a table (its
@@ -49,7 +50,10 @@ HELDOUT = (("data", "held-out set"), ("voc", "VOC"), ("voc_15", "VOC, 15 frames"
            ("own_task", "own task beats another"), ("hard_negatives", "hard negatives"),
            ("paraphrase_change", "paraphrase change"), ("over_reward", "over-reward probes below success"))
 
-HALF_SIZE = ("voc", "auroc_return", "own_task")  # of a config's `heldout_half` block (frames rendered at half size)
+# a config's other held-out blocks, each one column of the metrics named: frames rendered at half the size, and
+# episodes of learning RL policies (`vlreward rl --record`)
+OTHER_HELDOUT = (("heldout_half", "VOC / AUROC / own task, frames at half size", ("voc", "auroc_return", "own_task")),
+                 ("heldout_policy", "VOC / AUROC, RL policies' episodes", ("voc", "auroc_return")))
 
 
 @dataclass
@@ -189,18 +193,18 @@ def models_table(arguments: Sequence[str], context: Context) -> str:
     folder_of = {folder.name: folder for folder in folders}
     present = [(key, title) for key, title in HELDOUT if any(key in (c.get("heldout") or {}) for c in configs.values())]
     columns = present or [("", "held-out metrics")]
-    half = any("heldout_half" in config for config in configs.values())
+    others = [block for block in OTHER_HELDOUT if any(block[0] in config for config in configs.values())]
     header = ["model", "architecture", "image tower", "input px", "text", *(title for _, title in columns),
-              *(["VOC / AUROC / own task, frames at half size"] if half else [])]
+              *(title for _, title, _ in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, config in configs.items():
         tower, size = _tower(config, folder_of[name])
         heldout = config.get("heldout") or {}
         cells = [f"`{name}`", f"`{config.get('architecture', MISSING)}`", tower, _cell(size),
                  config.get("text_backbone", MISSING), *(_cell(heldout.get(key)) for key, _ in columns)]
-        if half:
-            at_half = config.get("heldout_half") or {}
-            cells.append(" / ".join(_cell(at_half.get(key)) for key in HALF_SIZE) if at_half else MISSING)
+        for key, _, metrics in others:
+            block = config.get(key) or {}
+            cells.append(" / ".join(_cell(block.get(metric)) for metric in metrics) if block else MISSING)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
