@@ -184,8 +184,10 @@ print(before, freed, anon_mb())
     assert trimmed - before < 30, (before, freed, trimmed)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(signum):
+@pytest.mark.parametrize("signum, proxy", [(signal.SIGTERM, "python"), (signal.SIGINT, "python"),
+                                           (signal.SIGTERM, "haproxy")],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-haproxy"])
+def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(signum, proxy):
     """Issue 26: `docker stop`, systemd and Kubernetes send SIGTERM to the process (Ctrl-C: SIGINT). Ray's native
     handler used to abort it (a stack dump, exit 134). Now every request whose body was sent before the signal is
     answered 200 (or 503 if it reached the ingress after the drain began), never a dropped connection; those sent
@@ -193,9 +195,10 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
     it is gone; the process exits 0 within 10 s with one line on stderr and leaves no process behind."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # --proxy alone picks it (conftest turns HAProxy off for its Serve)
     process = subprocess.Popen(
-        [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2", "--proxy", proxy],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8))
     burst = 8
