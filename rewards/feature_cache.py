@@ -67,7 +67,11 @@ def dataset_features(dataset: str | Path, rows: list[dict], tower: ImageTower, i
         pending.clear()
 
     for i in tqdm(missing, desc=f"features {directory.name}", disable=not progress or not missing):
-        pending.append((i, rescale_frames(decode_video(rows[i]["path"]), scale)))  # read_manifest's rows hold the path under `dataset`
+        # read_manifest's rows hold the path under `dataset`
+        frames = rescale_frames(decode_video(rows[i]["path"]), scale)
+        if pending and frames.shape[1:] != pending[0][1].shape[1:]:  # a batch holds one frame size (merged datasets)
+            flush()
+        pending.append((i, frames))
         if sum(len(f) for _, f in pending) >= batch_frames:
             flush()
     if pending:
