@@ -15,7 +15,7 @@ from rewards.progress.load import load_progress
 from rewards.vlc.load import load_vlc
 
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
-DEFAULT_MODEL = "babyai-progress"
+DEFAULT_MODEL = "babyai-goto-progress"
 LOADERS = {
     "liv": load_liv,
     "liv_clip": load_liv_openai,

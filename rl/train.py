@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 from envs.suites import SUITES, make_multitask_env
 from rewards.args import arg, parse_args
 from rewards.base import RewardModel
+from rewards.registry import DEFAULT_MODEL
 from rl.experiment import TASK_SUCCESS, plot_curves, read_curves, summarize
 from rl.mix import MODES, SIGNALS, RewardMix
 
@@ -50,7 +51,7 @@ class Args:
     env: str = arg("babyai", "environment suite", choices=list(SUITES))
     tasks: list[str] = arg(["GoToRedBall"], "tasks (BabyAI levels / Meta-World tasks); each episode samples one")
     reward: list[str] = arg(["dense"], "reward(s) to train on, one set of runs each", choices=MODES)
-    model: str = arg("babyai-progress", "reward model name or checkpoint directory (default: `vlreward serve`'s)")
+    model: str = arg(DEFAULT_MODEL, "reward model name or checkpoint directory (default: `vlreward serve`'s)")
     url: str = arg("", "reward service: http(s) URL, grpc://HOST:PORT, 'handle' (Serve deployment on this Ray "
                    "cluster), '' in-process")
     steps: int = arg(20_000, "env steps per run")

@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the reward service on an embedded local Ray (or --address)")
     serve.add_argument("--config", default=None, help="YAML file of ServeArgs (models with replicas, batching, "
                        "autoscaling; limits; token); flags given here override it")
-    serve.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoint dirs (default: the shipped default critic, babyai-progress)")
+    serve.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoint dirs (default: the shipped default critic, babyai-goto-progress)")
     serve.add_argument("--model-root", default=None, help="checkpoint paths must resolve under this directory")
     serve.add_argument("--api-token", default=None, help="require this bearer token (or set VLREWARD_API_TOKEN)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -119,7 +119,7 @@ def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started
     with pytest.raises(ValueError, match=HAPROXY_FLAG):
         bind_app(args, 2)
     monkeypatch.setenv(HAPROXY_FLAG, "1")
-    assert bind_app(args, 2)._bound_deployment.name == "model-babyai-progress"  # the default: the model is the ingress
+    assert bind_app(args, 2)._bound_deployment.name == "model-babyai-goto-progress"  # the default: the model is the ingress
 
 
 def test_the_configuration_example_in_the_serving_docs_is_valid():
