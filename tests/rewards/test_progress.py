@@ -239,7 +239,7 @@ def test_vlreward_train_progress_writes_a_loadable_critic(dataset, tmp_path):
 
 def test_training_at_two_frame_sizes_caches_both_and_records_them(dataset, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(dataset, data)
+    shutil.copytree(dataset, data, ignore=shutil.ignore_patterns("features"))  # other tests cache other towers
     out = main(Args(data=str(data), out=str(tmp_path / "progress"), objective="progress", steps=4, batch_size=8,
                     embed_dim=8, image_size=64, backbone="patches-8", eval_every=2, frame_scales=[1.0, 0.5]))
     assert json.loads((out / "config.json").read_text())["frame_scales"] == [1.0, 0.5]
