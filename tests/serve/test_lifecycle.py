@@ -196,6 +196,9 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # --proxy alone picks it (conftest turns HAProxy off for its Serve)
+    # users' default, as in the HAProxy test below: HAProxy keeps Serve's fallback proxy on the fixed port 8500, and
+    # a start whose socket there lacked SO_REUSEPORT kept the next HAProxy start from binding it
+    env.pop("SERVE_SOCKET_REUSE_PORT_ENABLED", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2", "--proxy", proxy],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
