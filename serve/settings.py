@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-#: what takes HTTP in front of the ingress replicas: Serve's Python proxy actor or its HAProxy ingress (one place for
-#: ServeArgs.proxy and `vlreward serve --proxy`, which must not import Ray to build its parser)
-Proxy = Literal["python", "haproxy"]
+#: what takes HTTP in front of the ingress replicas: Serve's Python proxy actor, its HAProxy ingress, or auto (HAProxy
+#: where `vlreward serve` starts the local Ray, else what the running Ray started with): one place for ServeArgs.proxy
+#: and `vlreward serve --proxy`, which must not import Ray to build its parser
+Proxy = Literal["auto", "python", "haproxy"]
 
 
 class ApiSettings(BaseModel):

@@ -14,15 +14,20 @@ os.environ.setdefault("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")
 
 
 def _free_port() -> int:
-    import socket
+    """A free port of the tests' own range, apart from what services pick (serve.app.free_ports' defaults)."""
+    from serve.app import free_ports
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1, 31000, 32000)
 
 
 SERVE_PORT = int(os.environ.get("VLREWARD_TEST_PORT") or _free_port())
 GRPC_PORT = _free_port()
+
+
+@pytest.fixture
+def free_port():
+    """`free_port()`: a port nothing listens on, for a server a test starts."""
+    return _free_port
 
 
 @pytest.fixture(scope="session")

@@ -103,14 +103,15 @@ def test_the_token_can_come_from_the_environment(monkeypatch):
 
 def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started_with_it(tmp_path, monkeypatch):
     """`proxy: haproxy` (YAML) and `vlreward serve --proxy haproxy` are one option; an app that asks for HAProxy on a
-    Ray started without Serve's flag (a cluster whose containers lack it) is refused, not served by the Python proxy."""
+    Ray started without Serve's flag (a cluster whose containers lack it) is refused, not served by the Python proxy.
+    The default, auto, serves with either: HAProxy where `vlreward serve` starts Ray, the cluster's proxy elsewhere."""
     import typing
 
     from serve.app import HAPROXY_FLAG
     from vlreward.cli import build_parser
 
     choices = typing.get_args(ServeArgs.model_fields["proxy"].annotation)
-    assert choices == ("python", "haproxy") and ServeArgs().proxy == "python"
+    assert choices == ("auto", "python", "haproxy") and ServeArgs().proxy == "auto"
     assert build_parser().parse_args(["serve", "--proxy", "haproxy"]).proxy == "haproxy"
     (tmp_path / "serve.yaml").write_text("proxy: haproxy\n")
     args = ServeArgs.from_yaml(tmp_path / "serve.yaml", proxy=None)  # no --proxy: the file's value stands
@@ -118,6 +119,7 @@ def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started
     monkeypatch.delenv(HAPROXY_FLAG, raising=False)
     with pytest.raises(ValueError, match=HAPROXY_FLAG):
         bind_app(args, 2)
+    assert bind_app(ServeArgs(), 2)._bound_deployment.name == "model-babyai-goto-progress"
     monkeypatch.setenv(HAPROXY_FLAG, "1")
     assert bind_app(args, 2)._bound_deployment.name == "model-babyai-goto-progress"  # the default: the model is the ingress
 

@@ -27,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 README_MODELS = ["babyai-liv", "babyai-vlc", "babyai-orca"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_ready(process: subprocess.Popen, url: str, timeout_s: float) -> float:
     """Seconds until /readyz answers 200; fails with the CLI's output if it exits or the time runs out."""
     start = time.monotonic()
@@ -69,7 +63,7 @@ def kill_leftovers(process: subprocess.Popen, port: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGINT to the CLI"])
-def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how):
+def test_readme_models_start_on_two_cpus_and_stop_leaves_no_process(how, free_port):
     port, grpc_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -187,7 +181,7 @@ print(before, freed, anon_mb())
 @pytest.mark.parametrize("signum, proxy", [(signal.SIGTERM, "python"), (signal.SIGINT, "python"),
                                            (signal.SIGTERM, "haproxy")],
                          ids=["SIGTERM", "SIGINT", "SIGTERM-haproxy"])
-def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(signum, proxy):
+def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(signum, proxy, free_port):
     """Issue 26: `docker stop`, systemd and Kubernetes send SIGTERM to the process (Ctrl-C: SIGINT). Ray's native
     handler used to abort it (a stack dump, exit 134). Now every request whose body was sent before the signal is
     answered 200 (or 503 if it reached the ingress after the drain began), never a dropped connection; those sent
@@ -195,10 +189,7 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
     it is gone; the process exits 0 within 10 s with one line on stderr and leaves no process behind."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # --proxy alone picks it (conftest turns HAProxy off for its Serve)
-    # users' default, as in the HAProxy test below: HAProxy keeps Serve's fallback proxy on the fixed port 8500, and
-    # a start whose socket there lacked SO_REUSEPORT kept the next HAProxy start from binding it
-    env.pop("SERVE_SOCKET_REUSE_PORT_ENABLED", None)
+    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # --proxy alone picks it (conftest's Serve may have set it)
     process = subprocess.Popen(
         [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2", "--proxy", proxy],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -268,23 +259,21 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
         kill_leftovers(process, port)
 
 
-def test_haproxy_ingress_serves_and_a_sigterm_leaves_no_haproxy_holding_the_port():
-    """Issue 26: `vlreward serve --proxy haproxy` puts Serve's HAProxy in front of the replicas. It answers /readyz and
+def test_haproxy_ingress_serves_and_a_sigterm_leaves_no_haproxy_holding_the_port(free_port):
+    """Issue 26: `vlreward serve` puts Serve's HAProxy in front of the replicas (its default, proxy auto), beside the
+    test session's own HAProxy service (each picks its own side ports). It answers /readyz and
     a score; SIGTERM exits 0 and leaves no process behind, haproxy included (one used to outlive Ray and keep the port,
     so the next start failed with "Failed to bind to address"), and a second start on the same port answers."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # the option alone turns it on
-    # users' default (conftest turns it off for its own Serve): Serve's fallback proxy, which HAProxy keeps on its
-    # fixed port 8500, rebinds while the first start's connections to it are in TIME_WAIT
-    env.pop("SERVE_SOCKET_REUSE_PORT_ENABLED", None)
+    env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # the default alone turns it on
     url = f"http://127.0.0.1:{port}"
     frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
     busy = os.getloadavg()[0] > 2 * os.cpu_count()  # as above: a saturated machine is allowed more time
     for _ in range(2):  # the second start takes the port the first one gave back
         config = None  # HAProxy's config file, one per Ray node: what names our haproxy processes
         process = subprocess.Popen(
-            [sys.executable, "-m", "vlreward.cli", "serve", "--models", "babyai-liv", "--proxy", "haproxy", "--port",
+            [sys.executable, "-m", "vlreward.cli", "serve", "--models", "babyai-liv", "--port",
              str(port), "--num-cpus", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import httpx
@@ -70,12 +69,10 @@ def test_replica_and_ingress_metrics_reach_rays_prometheus_endpoint(service_url,
     assert {key[0] + str(key[1]): grown[key] for key, least in counters.items() if grown[key] < least} == {}
 
 
-def test_client_metrics_count_requests_and_failures_on_the_trainers_port(service_url, random_frames):
+def test_client_metrics_count_requests_and_failures_on_the_trainers_port(service_url, random_frames, free_port):
     from rewards import InvalidTaskError
 
-    with socket.socket() as probe:  # a free port for the trainer's metrics server
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # for the trainer's metrics server
     start_metrics_server(port, "127.0.0.1")
     client = RemoteRewardModel(service_url)
     client.score(random_frames, "go to the red ball")
