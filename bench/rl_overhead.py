@@ -60,6 +60,8 @@ class Args:
     num_envs: int = arg(8, "envs per env runner (one vector env)")
     segment: int = arg(32, "steps per segment of the `-segments` sources (whole episodes elsewhere)")
     render_sizes: list[int] = arg([64, 128], "frame sides (px) whose render cost is reported, besides the critic's")
+    frame_stride: int = arg(1, "frames (rendered and scored) on every this many steps only (`vlreward rl "
+                            "--frame-stride`)")
     port: int = arg(8401, "HTTP port of the bench's own service (its gRPC port: the next one)")
     out: str = arg("runs/bench/rl_overhead.json", "result JSON")
 
@@ -122,6 +124,7 @@ def measure(args: Args, source: str, model: str, factory) -> dict:
     score_in = "learner" if source.endswith("learner") else "env-runner"
     train_args = TrainArgs(env=args.env, tasks=[args.task], model=model, train_batch_size=args.train_batch_size,
                            max_episode_steps=args.max_episode_steps, num_envs=args.num_envs, score_in=score_in,
+                           frame_stride=args.frame_stride,
                            segment=args.segment if source.endswith("segments") else 0)
     algo = build_config(train_args, reward, 0, factory).build_algo()
     # the env runner samples in this process (0 remote env runners): time its rendering and the learner's update

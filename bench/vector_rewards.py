@@ -38,18 +38,25 @@ class Args:
     n_steps: int = arg(256, "PPO rollout length per env")
     only: str = arg("all", "which rows: all, vector or sb3", choices=("all", "vector", "sb3"))
     rounds: int = arg(1, "rounds over the setups (alternating order); the tables show medians")
+    frame_stride: int = arg(1, "frames (rendered and scored) on every this many steps only, in every row")
     port: int = arg(8402, "HTTP port of the bench's own service")
     out: str = arg("runs/bench/vector_rewards.json", "result JSON")
+
+
+def bench_env(args: Args, seed: int):
+    """One BabyAI env of the bench: frames in its infos, every `frame_stride`-th step (envs.wrappers.FrameStride)."""
+    from envs.suites import make_multitask_env
+
+    return make_multitask_env("babyai", [args.task], seed=seed, frame_stride=args.frame_stride)
 
 
 def vector_row(args: Args, label: str, model=None, relabel: str | None = None, segments: bool = False) -> dict:
     """Random actions through the vector env (wrapped when `relabel` is set); fills every `rollout` steps."""
     import gymnasium as gym
 
-    from envs.babyai import make_env
     from rl.wrappers import VectorVLReward
 
-    envs = gym.vector.SyncVectorEnv([lambda s=s: make_env(args.task, seed=s) for s in range(args.num_envs)])
+    envs = gym.vector.SyncVectorEnv([lambda s=s: bench_env(args, s) for s in range(args.num_envs)])
     if relabel is not None:
         envs = VectorVLReward(envs, model, relabel=relabel, segments=segments)
     rng = np.random.default_rng(0)
@@ -91,10 +98,9 @@ def sb3_row(args: Args, label: str, model=None, relabel: str | None = None, segm
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from envs.babyai import make_env
     from rl.sb3 import VecVLReward
 
-    envs = DummyVecEnv([lambda s=s: make_env(args.task, seed=s) for s in range(args.sb3_envs)])
+    envs = DummyVecEnv([lambda s=s: bench_env(args, s) for s in range(args.sb3_envs)])
     if relabel is not None:
         envs = VecVLReward(envs, model, relabel=relabel, segments=segments)
     callback = envs.relabel_callback() if relabel == "rollout" else None

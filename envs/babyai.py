@@ -66,7 +66,7 @@ class BabyAIEnv(gym.Wrapper):
 
     def __init__(self, env: gym.Env, seed: int | None = None, render_size: int = 64):
         super().__init__(env)
-        self.render_size = render_size
+        self.render_size, self.render_frames = render_size, True
         self.observation_space = gym.spaces.Box(0.0, 1.0, (7 * 7 * 3 + 4,), np.float32)
         self._first_seed = seed  # used by the first reset() that passes no seed
 
@@ -88,7 +88,8 @@ class BabyAIEnv(gym.Wrapper):
 
     def _info(self, info: dict, success: bool) -> dict:
         progress = path_progress(self._start_path, remaining_path(self.unwrapped))
-        frame = {"frame": self.render()} if self.render_size else {}  # 0: no frames (nothing scores them)
+        # 0: no frames (nothing scores them); render_frames: off on the steps whose frame a FrameStride drops
+        frame = {"frame": self.render()} if self.render_size and self.render_frames else {}
         return {**info, **frame, "mission": self.unwrapped.mission, "success": bool(success), "progress": progress}
 
     def render(self) -> np.ndarray:

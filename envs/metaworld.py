@@ -128,7 +128,7 @@ class MetaWorldEnv(gym.Env):
         if not 0 <= paraphrase < len(TASKS[self.task]):
             raise ValueError(f"paraphrase must be in [0, {len(TASKS[self.task])}), got {paraphrase}")
         self.mission = TASKS[self.task][paraphrase]
-        self.render_size, self.max_steps = render_size, max_steps
+        self.render_size, self.max_steps, self.render_frames = render_size, max_steps, True
         self._seed = 0 if seed is None else seed
         self._seeded = False  # the first reset without a seed uses `seed`, later ones the next scene
         self.env = _benchmark(self.task, self._seed // GOALS_PER_BENCHMARK).train_classes[f"{self.task}-v3"]()
@@ -181,7 +181,8 @@ class MetaWorldEnv(gym.Env):
     def _info(self, obs: np.ndarray, info: dict, success: bool) -> dict:
         self._solved = self._solved or success
         progress = 1.0 if self._solved else float(np.clip(1 - self._distance(obs, info) / self._start_distance, 0, 1))
-        frame = {"frame": self.render()} if self.renderer is not None else {}
+        # render_frames: off on the steps whose frame a FrameStride drops
+        frame = {"frame": self.render()} if self.renderer is not None and self.render_frames else {}
         return {**info, **frame, "mission": self.mission, "success": success, "progress": progress}
 
     def _distance(self, obs: np.ndarray, info: dict) -> float:

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.episode import Episode
+from envs.wrappers import FrameStride
 
 # suite name -> the module that defines its SUITE
 SUITES = {"babyai": "envs.babyai", "metaworld": "envs.metaworld"}
@@ -84,12 +85,14 @@ class TaskSampler(gym.Env):
 
 
 def make_multitask_env(suite: str, tasks: Sequence[str], seed: int | None = None, render_size: int | None = None,
-                       max_episode_steps: int = 0) -> gym.Env:
+                       max_episode_steps: int = 0, frame_stride: int = 1) -> gym.Env:
     """The suite's env of one task, or a `TaskSampler` over several; `max_episode_steps` > 0 truncates episodes.
-    `render_size` None: the suite's frame side; 0: no frames (a run that needs no reward model renders nothing)."""
+    `render_size` None: the suite's frame side; 0: no frames (a run that needs no reward model renders nothing).
+    `frame_stride` > 1: frames on every `frame_stride`-th step only (and the reset and last step: `FrameStride`)."""
     spec = get_suite(suite)
     size = spec.render_size if render_size is None else render_size
-    envs = [spec.make_env(task, seed=seed, render_size=size) for task in tasks]
-    if max_episode_steps:
-        envs = [gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps) for env in envs]
-    return envs[0] if len(envs) == 1 else TaskSampler(envs, seed, tasks)
+    renderers = [spec.make_env(task, seed=seed, render_size=size) for task in tasks]
+    envs = [gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps) for env in renderers] \
+        if max_episode_steps else renderers
+    env = envs[0] if len(envs) == 1 else TaskSampler(envs, seed, tasks)
+    return FrameStride(env, frame_stride, renderers) if frame_stride > 1 and size else env

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -17,12 +17,54 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.array(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
-class RenderedFrames(gym.Wrapper):
-    """Put `env.render()` (an rgb_array env) into `info["frame"]` as uint8 [H, W, 3], resized to `size`.
+class FrameStride(gym.Wrapper):
+    """Frames (`info["frame"]`) on the reset, every `stride`-th step after it and the step that ends the episode
+    (the frame a reward model judges success on) only: a reward model sees the episode subsampled in time, and with
+    potential-based shaping each dense reward spans `stride` steps. Steps in between carry no "frame" key.
 
-    A frame comes with the reset and every `stride`-th step after it, and always with the step that ends the
-    episode (the frame a reward model judges success on). Steps in between carry no "frame" key, so a reward
-    model sees the episode subsampled in time without paying for renders it would drop.
+    Envs that render into every info (the suites' envs, `envs.suites.make_multitask_env(frame_stride=...)`) are
+    told through their `render_frames` attribute (`renderers`) whether the next step needs one, so the frames in
+    between are never rendered; a last step cut short outside them (a TimeLimit) is rendered after it.
+    """
+
+    def __init__(self, env: gym.Env, stride: int, renderers: Sequence[gym.Env] = ()):
+        super().__init__(env)
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.stride, self.renderers = stride, list(renderers)
+        self._steps = 0
+
+    def reset(self, **kwargs):
+        self._steps = 0
+        self._tell_renderers(True)
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._with_frame(info)
+
+    def step(self, action):
+        self._steps += 1
+        self._tell_renderers(self._steps % self.stride == 0)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self._steps % self.stride == 0 or terminated or truncated:
+            info = self._with_frame(info)
+        else:
+            info.pop("frame", None)
+        return obs, reward, terminated, truncated, info
+
+    def _tell_renderers(self, render: bool) -> None:
+        for env in self.renderers:
+            env.render_frames = render
+
+    def _with_frame(self, info: dict) -> dict:
+        return info if "frame" in info else {**info, "frame": self.render_frame()}
+
+    def render_frame(self) -> np.ndarray:
+        """The current frame, uint8 [H, W, 3]."""
+        return np.asarray(self.env.render(), dtype=np.uint8)
+
+
+class RenderedFrames(FrameStride):
+    """Put `env.render()` (an rgb_array env) into `info["frame"]` as uint8 [H, W, 3], resized to `size`, on the steps
+    `FrameStride` keeps (the reset, every `stride`-th step, the last one): no render is paid for a frame dropped.
 
     Args:
         env: an env made with `render_mode="rgb_array"`.
@@ -40,30 +82,14 @@ class RenderedFrames(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, size: int | tuple[int, int] | None = None, stride: int = 1):
-        super().__init__(env)
         if env.render_mode != "rgb_array":
             raise ValueError(f"RenderedFrames needs an env made with render_mode='rgb_array', got {env.render_mode!r}")
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
+        super().__init__(env, stride)
         self.size = (size, size) if isinstance(size, int) else size
-        self.stride = stride
-        self._steps = 0
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._steps = 0
-        return obs, {**info, "frame": self.render_frame()}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._steps += 1
-        if self._steps % self.stride == 0 or terminated or truncated:
-            info = {**info, "frame": self.render_frame()}
-        return obs, reward, terminated, truncated, info
 
     def render_frame(self) -> np.ndarray:
         """The current frame, uint8 [H, W, 3] at `size`."""
-        frame = np.asarray(self.env.render(), dtype=np.uint8)
+        frame = super().render_frame()
         return frame if self.size is None else resize_frame(frame, self.size)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +43,7 @@ from rl.submission import EpisodeSubmitter, PendingScore, RunningEpisode
 
 SCORE_KEY = "vlreward_score"  # episode.custom_data key holding the episode's PendingScore
 RUNNING_KEY = "vlreward_running"  # a running episode's RunningEpisode (its segments sent so far)
+FRAME_STEPS_KEY = "vlreward_frame_steps"  # the steps whose info brought a frame (0: the reset): all, or a stride's
 _LEARNER_BATCH = 1 << 16  # the learner path sends an iteration's episodes in one call: no smaller bound
 
 # set by AddOneTsToEpisodesAndTruncate once it has appended the masked bootstrap step to every episode
@@ -108,11 +110,20 @@ class EpisodeScorer(RLlibCallback):
         return episode.get_infos(0)["mission"]
 
     def _send(self, episode, running: RunningEpisode, metrics_logger, start: float) -> None:
-        """Pop the frames not sent yet out of the infos and send them (stacked off this thread)."""
-        frames = [info.pop("frame", None) for info in episode.get_infos()[running.num_frames:]]
-        if any(frame is None for frame in frames):
-            raise KeyError("EpisodeScorer needs info['frame'] at every step (and the reset info): render frames in "
-                           "the env (envs.<suite>.make_env does)")
+        """Pop the frames not sent yet out of the infos, noting the steps that brought them, and send them (stacked
+        off this thread)."""
+        infos, steps = episode.get_infos(), episode.custom_data.setdefault(FRAME_STEPS_KEY, [])
+        frames = []
+        for step in range(steps[-1] + 1 if steps else 0, len(infos)):
+            if (frame := infos[step].pop("frame", None)) is not None:
+                frames.append(frame)
+                steps.append(step)
+        if not steps or steps[0] != 0:
+            raise KeyError("EpisodeScorer needs info['frame'] in the reset info and then at every step, or every "
+                           "stride-th one and the last (envs.<suite>.make_env renders them, envs.wrappers.FrameStride "
+                           "strides them)")
+        if not frames:  # a segment's steps all between two frames of a stride
+            return
         running.add(frames)
         part = self.submitter.send([running])[0]
         if metrics_logger is not None:
@@ -189,7 +200,8 @@ class ServiceReward(ConnectorV2):
             if len(scores) != len(sa_episodes):
                 raise ValueError(f"reward model returned {len(scores)} scores for {len(sa_episodes)} episodes")
 
-        dense = [self._checked_dense(score, len(success)) for score, success in zip(scores, successes)]
+        dense = [self._dense(score, episode.custom_data.get(FRAME_STEPS_KEY) or range(len(success) + 1), len(success))
+                 for score, success, episode in zip(scores, successes, sa_episodes)]
         for score, success in zip(scores, successes):
             self.audit.add(float(np.sum(score.rewards)), bool(np.any(success > 0)))
         if dense and self.mix.normalize:
@@ -198,7 +210,9 @@ class ServiceReward(ConnectorV2):
         self.last_scores, self.last_rewards = scores, {}
         for i, (episode, success) in enumerate(zip(sa_episodes, successes)):
             new = np.asarray(self.mix.combine(dense[i] if dense else 0.0, success), np.float32)
-            episode.set_rewards(new_data=new if episode.is_numpy else new.tolist(), at_indices=slice(0, len(new)))
+            with warnings.catch_warnings():  # RLlib checks each reward (a numpy scalar) against a Box, which warns
+                warnings.filterwarnings("ignore", message=".*Casting input x to numpy array")
+                episode.set_rewards(new_data=new if episode.is_numpy else new.tolist(), at_indices=slice(0, len(new)))
             self.last_rewards[episode.id_] = new
 
         if metrics is not None:
@@ -248,7 +262,8 @@ class ServiceReward(ConnectorV2):
             if "frame" not in infos[0]:
                 raise KeyError(f"episode {episode.id_} has neither a submitted score nor frames in its infos: add the "
                                "EpisodeScorer callback to the env runners, or render info['frame'] in the env")
-            trajectories.append(np.stack([info["frame"] for info in infos]))  # [T+1, H, W, 3]
+            steps = episode.custom_data[FRAME_STEPS_KEY] = [t for t, info in enumerate(infos) if "frame" in info]
+            trajectories.append(np.stack([infos[t]["frame"] for t in steps]))  # [T+1 (or a stride's), H, W, 3]
             goals.append(infos[0]["mission"])
         gather_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -258,10 +273,13 @@ class ServiceReward(ConnectorV2):
                           "gather_s": gather_s, "score_s": time.perf_counter() - start}
         return scores
 
-    def _checked_dense(self, score: Score, num_steps: int) -> np.ndarray:
-        if len(score.rewards) != num_steps + 1 or len(score.values) != num_steps + 1:
-            raise ValueError(f"reward model returned {len(score.rewards)} rewards for {num_steps + 1} frames")
-        dense = self.mix.dense(score)
+    def _dense(self, score: Score, frame_steps, num_steps: int) -> np.ndarray:
+        """The dense rewards [T] of an episode whose frames came at `frame_steps` (0: the reset): each frame's on
+        the step that brought it, 0 on the steps between two frames of a stride."""
+        if len(score.rewards) != len(frame_steps) or len(score.values) != len(frame_steps):
+            raise ValueError(f"reward model returned {len(score.rewards)} rewards for {len(frame_steps)} frames")
+        dense = np.zeros(num_steps)
+        dense[np.asarray(frame_steps[1:], int) - 1] = self.mix.dense(score)
         if not np.all(np.isfinite(dense)):
             raise ValueError("reward model returned non-finite rewards")
         return dense

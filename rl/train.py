@@ -76,6 +76,9 @@ class Args:
                        "dense rewards at each rollout's end; 'step' scores every vector step and waits for it",
                        choices=list(RELABEL))
     render_size: int = arg(0, "side of the frames sent to the reward model; 0 = the critic's input size")
+    frame_stride: int = arg(1, "render and score every this many steps only (and the reset and last step): the "
+                            "critic's and the renderer's work / stride; the dense reward of a frame goes to the step "
+                            "that brought it, with a potential's discount per frame")
     max_episode_steps: int = arg(0, "truncate episodes after this many steps; 0 = the task's own limit")
     entropy_coeff: float = arg(0.01, "PPO's entropy bonus (RLlib entropy_coeff, SB3 ent_coef); continuous actions "
                                "(Meta-World's Gaussian policy) may want 0, or the bonus keeps the action noise wide")
@@ -116,7 +119,8 @@ def training_env_config(args: Args, seed: int, uses_model: bool) -> dict:
     render = uses_model or bool(args.record)
     return {"env": args.env, "tasks": list(args.tasks), "seed": seed, "task_embedding": args.task_embedding,
             "render_size": (args.render_size or critic_input_size(args.model)) if render else 0,
-            "max_episode_steps": args.max_episode_steps, "record": args.record, "record_every": args.record_every}
+            "max_episode_steps": args.max_episode_steps, "frame_stride": args.frame_stride, "record": args.record,
+            "record_every": args.record_every}
 
 
 def make_training_env(env_config: dict):
@@ -124,7 +128,8 @@ def make_training_env(env_config: dict):
     per episode, with the task in the observation and, with "record", some episodes saved (envs.rollouts)."""
     env = make_multitask_env(env_config["env"], env_config["tasks"], seed=env_config.get("seed"),
                              render_size=env_config["render_size"],
-                             max_episode_steps=env_config.get("max_episode_steps") or 0)
+                             max_episode_steps=env_config.get("max_episode_steps") or 0,
+                             frame_stride=env_config.get("frame_stride", 1))
     if env_config.get("record"):
         from envs.rollouts import RecordEpisodes
 
@@ -168,6 +173,8 @@ def train(args: Args, reward_model_factory: Callable[[], RewardModel] | None = N
     """Every (reward, seed) run; writes `<reward>-seed<k>.csv` per run as it ends, then `curves.png` and the protocol's
     summary (`rl.experiment`). Returns all rows."""
     print("args:", dataclasses.asdict(args))
+    if args.frame_stride < 1:
+        raise ValueError(f"frame_stride must be >= 1, got {args.frame_stride}")
     factory = reward_model_factory or functools.partial(load_reward_model, args.model, args.url)
     run = get_train_run(args.library)
     if args.url == "handle":  # join the cluster that runs the vlreward app, before any library starts its own

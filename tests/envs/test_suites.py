@@ -46,3 +46,32 @@ def test_multitask_env_samples_tasks_per_reset_and_reseeds_the_choice():
     for _ in range(5):
         *_, truncated, info = env.step(env.action_space.sample())
     assert truncated and info["task"] == ("GoToRedBall" if first[0].startswith("go") else "PickupLoc")
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_a_frame_stride_renders_the_reset_every_kth_step_and_the_last_only(name, monkeypatch):
+    """`vlreward rl --frame-stride 3`: frames on the reset, steps 3 and 6 and the step a TimeLimit cuts (7); the
+    suite's env renders nothing in between (what the stride saves), and the frames are those of an unstrided env."""
+    suite = get_suite(name)
+    task = suite.resolve([])[0]
+    env_class = type(suite.make_env(task, seed=0, render_size=32))
+    renders = []
+    original = env_class.render
+    monkeypatch.setattr(env_class, "render", lambda self: renders.append(1) or original(self))
+    strided = make_multitask_env(name, [task], seed=0, render_size=32, max_episode_steps=7, frame_stride=3)
+    plain = make_multitask_env(name, [task], seed=0, render_size=32, max_episode_steps=7)
+    _, info = strided.reset(seed=5)
+    assert np.array_equal(info["frame"], plain.reset(seed=5)[1]["frame"])
+    strided.action_space.seed(0)  # none of these 7 actions ends the episode early
+    actions = [strided.action_space.sample() for _ in range(7)]
+    renders.clear()
+    framed = []
+    for step, action in enumerate(actions, 1):
+        *_, terminated, truncated, info = strided.step(action)
+        plain_info = plain.step(action)[-1]
+        if "frame" in info:
+            framed.append(step)
+            assert np.array_equal(info["frame"], plain_info["frame"])
+        if terminated or truncated:
+            break
+    assert framed == [3, 6, 7] and len(renders) == 3 + 7  # the strided env's 3 frames, the plain env's 7

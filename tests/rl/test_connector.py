@@ -18,7 +18,7 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rewards import InvalidTaskError, InvalidVideoError, ModelNotReadyError
 from rewards.base import MAX_TASK_CHARS, GoalEmbedding, Score, goal_digest
-from rl.connector import SCORE_KEY, EpisodeScorer, ServiceReward
+from rl.connector import FRAME_STEPS_KEY, SCORE_KEY, EpisodeScorer, ServiceReward
 from rl.handle import DeploymentRewardModel
 from rl.mix import RewardMix
 from rl.rllib_train import build_config
@@ -109,12 +109,13 @@ class BatchRewardRecorder(ConnectorV2):
 # ---------------------------------------------------------------- the piece on hand-built episodes (no Ray)
 
 
-def _episode(num_steps: int, env_rewards=None) -> SingleAgentEpisode:
-    """Frames 0, 10, 20, ... grey; success on the step with a positive env reward."""
+def _episode(num_steps: int, env_rewards=None, frame_steps=None) -> SingleAgentEpisode:
+    """Frames 0, 10, 20, ... grey (on `frame_steps` only, when given: a stride); success on the step with a positive
+    env reward."""
     frames = [np.full((4, 4, 3), 10 * t, np.uint8) for t in range(num_steps + 1)]
     rewards = env_rewards if env_rewards is not None else [0.0] * num_steps
-    infos = [{"frame": f, "mission": "go to the red ball", "success": t > 0 and rewards[t - 1] > 0}
-             for t, f in enumerate(frames)]
+    infos = [{"mission": "go to the red ball", "success": t > 0 and rewards[t - 1] > 0,
+              **({"frame": f} if frame_steps is None or t in frame_steps else {})} for t, f in enumerate(frames)]
     return SingleAgentEpisode(
         observations=[np.zeros(2, np.float32)] * (num_steps + 1),
         infos=infos,
@@ -150,6 +151,29 @@ def test_dense_rewards_skip_the_masked_step(with_extra_step):
         np.testing.assert_allclose(episode.get_rewards()[:num_steps], 2.0 * _expected_dense(num_steps + 1), rtol=1e-6)
         if with_extra_step:
             assert episode.get_rewards()[-1] == 0.0
+
+
+@pytest.mark.parametrize("path", ["learner", "env runner, in segments"])
+def test_a_strided_episode_gets_each_frames_reward_on_the_step_that_brought_it(path):
+    """Frames at steps 0, 2, 4 and the last one, 5 (`vlreward rl --frame-stride 2`): the model scores those four, and
+    the dense rewards land on steps 1, 3 and 4 (the step index that brought frame 2, 4 and 5), 0 between."""
+    model, frame_steps = SegmentsTestModel(), [0, 2, 4, 5]
+    episode = _episode(5, frame_steps=frame_steps)
+    if path != "learner":
+        raw = SingleAgentEpisode(len_lookback_buffer=0)
+        raw.add_env_reset(observation=np.zeros(2, np.float32), infos=episode.get_infos(0))
+        scorer = EpisodeScorer(reward_model_factory=lambda: model, segment=3)
+        for t in range(1, 6):
+            raw.add_env_step(np.zeros(2, np.float32), 0, 0.0, infos=episode.get_infos(t), terminated=t == 5)
+            scorer.on_episode_step(episode=raw)
+        scorer.on_episode_end(episode=raw)
+        episode = raw.to_numpy()
+    ServiceReward(reward_model_factory=lambda: model)(rl_module=None, batch={}, episodes=[episode], shared_data={})
+
+    frames = np.stack([np.full((4, 4, 3), 10 * t, np.uint8) for t in frame_steps])
+    expected = np.zeros(5)
+    expected[[1, 3, 4]] = model.score(frames, "go to the red ball").rewards[1:]
+    np.testing.assert_allclose(episode.get_rewards(), expected, rtol=1e-6)
 
 
 def test_dense_plus_sparse_adds_the_success_bonus_and_sparse_makes_no_call():
@@ -438,7 +462,9 @@ def test_a_running_episode_goes_out_in_segments_that_join_into_its_whole_score(n
         episode.add_env_step(np.zeros(2, np.float32), 0, 0.0, infos={"frame": frames[t]}, terminated=t == num_steps)
         scorer.on_episode_step(episode=episode)
     scorer.on_episode_end(episode=episode)
-    assert all("frame" not in info for info in episode.get_infos()) and list(episode.custom_data) == [SCORE_KEY]
+    assert all("frame" not in info for info in episode.get_infos())
+    assert sorted(episode.custom_data) == sorted([SCORE_KEY, FRAME_STEPS_KEY])  # the running episode stays behind
+    assert episode.custom_data[FRAME_STEPS_KEY] == list(range(num_steps + 1))
     score = episode.custom_data[SCORE_KEY].result(5)
     np.testing.assert_allclose(score.values, whole.values, atol=1e-12)
     np.testing.assert_allclose(score.rewards, whole.rewards, atol=1e-12)
