@@ -11,24 +11,6 @@ from pathlib import Path
 from rewards.args import add_dataclass_arguments, from_namespace
 
 
-def cmd_data_generate(ns):
-    from envs.generate import Args, generate
-
-    print(generate(from_namespace(Args, ns)))
-
-
-def cmd_data_import(ns):
-    from envs.rollouts import ImportArgs, import_rollouts
-
-    print(import_rollouts(from_namespace(ImportArgs, ns)))
-
-
-def cmd_data_merge(ns):
-    from envs.merge import MergeArgs, merge
-
-    print(merge(from_namespace(MergeArgs, ns)))
-
-
 def cmd_train(ns):
     from rewards.train import Args, main
 
@@ -222,9 +204,9 @@ def cmd_report(ns):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from envs.generate import Args as DataArgs
-    from envs.merge import MergeArgs
-    from envs.rollouts import ImportArgs
+    from envs.generate import Args as DataArgs, generate
+    from envs.merge import MergeArgs, merge
+    from envs.rollouts import ImportArgs, import_rollouts
     from rewards.evaluate import Args as EvalArgs
     from rewards.train import Args as TrainArgs
     from rl.train import Args as RLArgs
@@ -236,15 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="datasets of language-conditioned episodes")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    generate = data_commands.add_parser("generate", help="roll out experts and failures into mp4 + manifest.jsonl")
-    add_dataclass_arguments(generate, DataArgs)
-    generate.set_defaults(run=cmd_data_generate)
-    imported = data_commands.add_parser("import", help="append episodes recorded by `vlreward rl --record` to a dataset")
-    add_dataclass_arguments(imported, ImportArgs)
-    imported.set_defaults(run=cmd_data_import)
-    merged = data_commands.add_parser("merge", help="one dataset from several (e.g. the same episodes at two sizes)")
-    add_dataclass_arguments(merged, MergeArgs)
-    merged.set_defaults(run=cmd_data_merge)
+    for name, help_text, args_class, function in (
+            ("generate", "roll out experts and failures into mp4 + manifest.jsonl", DataArgs, generate),
+            ("import", "append episodes recorded by `vlreward rl --record` to a dataset", ImportArgs, import_rollouts),
+            ("merge", "one dataset from several (e.g. the same episodes at two sizes)", MergeArgs, merge)):
+        command = data_commands.add_parser(name, help=help_text)
+        add_dataclass_arguments(command, args_class)
+        command.set_defaults(run=lambda ns, a=args_class, f=function: print(f(from_namespace(a, ns))))
 
     train = commands.add_parser("train", help="train a critic on a generated dataset")
     add_dataclass_arguments(train, TrainArgs)
