@@ -148,14 +148,10 @@ def load_reward_model(model: str, url: str = "") -> RewardModel:
         from rl.handle import DeploymentRewardModel
 
         return DeploymentRewardModel(model)
-    if url.startswith("grpc://"):
-        from serve.grpc_client import GrpcRewardModel
-
-        return GrpcRewardModel(url, model)
     if url:
-        from serve.client import RemoteRewardModel
+        from serve.client import connect
 
-        return RemoteRewardModel(url, model)
+        return connect(url, model)
     from rewards import load_model
 
     return load_model(model)

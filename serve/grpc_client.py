@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 import grpc
@@ -102,6 +103,12 @@ class GrpcRewardModel:
 
     def score(self, frames: np.ndarray, goal) -> Score:
         reply = self._call("Score", rpc.ScoreRequest(model=self.name, task=self._task(goal), media=npy_bytes(frames)))
+        return to_score(reply)
+
+    def score_video(self, path: str | Path, goal) -> Score:
+        """Send a video file as it is; the service decodes it."""
+        reply = self._call("Score", rpc.ScoreRequest(model=self.name, task=self._task(goal),
+                                                     media=Path(path).read_bytes()))
         return to_score(reply)
 
     def score_batch(self, trajectories: Sequence[np.ndarray], goals: Sequence, successes: Sequence[bool] | None = None

@@ -151,9 +151,9 @@ def cmd_score(ns):
     goal = ns.task if ns.task is not None else (
         decode_image(Path(ns.goal_image).read_bytes()) if ns.goal_image else read_frames(ns.demo))
     if ns.url:
-        from serve.client import RemoteRewardModel
+        from serve.client import connect
 
-        model = RemoteRewardModel(ns.url, ns.model, token=ns.api_token or os.environ.get("VLREWARD_API_TOKEN"))
+        model = connect(ns.url, ns.model, token=ns.api_token or os.environ.get("VLREWARD_API_TOKEN"))
         score = model.score_video(ns.video, goal) if not ns.video.endswith(".npy") else model.score(read_frames(ns.video), goal)
     else:
         import rewards
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--task", default=None, help="task description, e.g. 'go to the red ball'")
     score.add_argument("--goal-image", default=None, help="goal image (png/jpeg), for image-goal models")
     score.add_argument("--demo", default=None, help="demonstration video or .npy, for demo-goal models (ORCA)")
-    score.add_argument("--url", default="", help="service URL (empty: load the model in this process)")
+    score.add_argument("--url", default="", help="service URL, http(s):// or grpc://HOST:PORT (empty: load the model "
+                       "in this process)")
     score.add_argument("--model", default=None, help="model name (default: the service's or package's default)")
     score.add_argument("--api-token", default=None, help="bearer token for the service")
     score.add_argument("--plot", default=None, help="write a PNG of the reward curve here")

@@ -11,7 +11,7 @@ import pytest
 
 from rewards import InvalidTaskError, InvalidVideoError, PayloadTooLargeError, UnknownModelError
 from serve import rpc
-from serve.client import RemoteRewardModel
+from serve.client import RemoteRewardModel, connect
 from serve.grpc_client import GrpcRewardModel
 from serve.wire import npy_bytes
 
@@ -33,7 +33,8 @@ def call(url: str, method: str, request, application: str = "vlreward", token: s
 def test_grpc_scores_what_http_scores(service_url, grpc_url, babyai_videos):
     video, episode = babyai_videos["success"][0]
     frames = episode.frames
-    over_http, over_grpc = RemoteRewardModel(service_url, "babyai-liv"), GrpcRewardModel(grpc_url, "babyai-liv")
+    over_http, over_grpc = connect(service_url, "babyai-liv"), connect(grpc_url, "babyai-liv")  # one entry, by URL
+    assert isinstance(over_http, RemoteRewardModel) and isinstance(over_grpc, GrpcRewardModel)
     assert (over_grpc.name, over_grpc.version, over_grpc.goal_kinds) == (over_http.name, over_http.version,
                                                                          over_http.goal_kinds)
     np.testing.assert_allclose(over_grpc.score(frames, TASK).values, over_http.score(frames, TASK).values, atol=1e-6)
@@ -46,6 +47,8 @@ def test_grpc_scores_what_http_scores(service_url, grpc_url, babyai_videos):
     # a video file is media too, decoded as over HTTP
     reply = call(grpc_url, "Score", rpc.ScoreRequest(model="babyai-liv", task=TASK, media=video.read_bytes()))
     assert reply.num_frames == len(over_http.score_video(video, TASK).values)
+    np.testing.assert_allclose(over_grpc.score_video(video, TASK).rewards, over_http.score_video(video, TASK).rewards,
+                               atol=1e-6)
 
 
 def test_reported_successes_feed_the_live_audit(service_url, grpc_url):
