@@ -51,7 +51,8 @@ def service_url(ray_cluster):
     from rewards import DEFAULT_MODEL
     from serve.app import ServeArgs, run_local
 
-    # the cluster layout (deploy/serve_config.yaml): a Gateway in front; `vlreward serve`'s tests cover the model one
+    # the cluster layout (deploy/serve_config.yaml): a Gateway in front; `vlreward serve`'s tests cover the model one;
+    # this Ray started here with HAProxy in front, as `vlreward serve` starts it (serve.app.init_ray, proxy auto)
     yield run_local(ServeArgs(models=["babyai-liv", "babyai-orca", DEFAULT_MODEL], max_frames=512, ingress="gateway",
                               grpc_port=GRPC_PORT), port=SERVE_PORT)
     serve.shutdown()
