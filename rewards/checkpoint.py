@@ -86,6 +86,20 @@ def load_checkpoint(directory: str | Path, config_cls, module_cls: type[Module])
     return module, files_digest(weights)
 
 
+def from_pretrained_quietly(model_cls, directory: str | Path, **kwargs):
+    """`model_cls.from_pretrained` of a local transformers folder, without the per-tensor progress bar that every
+    CLI call printed for a load of milliseconds (transformers' own setting is restored after)."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return model_cls.from_pretrained(str(directory), local_files_only=True, **kwargs)
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
 def config_from_dict(config_cls, data: dict):
     """A frozen config dataclass from JSON: unknown keys (metadata) dropped, lists back to tuples."""
     known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in config_cls.__dataclass_fields__}

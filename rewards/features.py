@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from rewards.backbones import load_backbone
-from rewards.checkpoint import CONFIG_FILE, files_digest
+from rewards.checkpoint import CONFIG_FILE, files_digest, from_pretrained_quietly
 from rewards.errors import InvalidCheckpointError
 from rewards.liv.load import load_critic
 from rewards.preprocess import check_frames, preprocess_frames
@@ -62,7 +62,7 @@ class HFResNetFeatures(FrameFeatures):
 
         super().__init__(device)
         try:
-            self.model = ResNetModel.from_pretrained(directory, local_files_only=True, use_safetensors=True).to(device).eval()
+            self.model = from_pretrained_quietly(ResNetModel, directory, use_safetensors=True).to(device).eval()
         except (OSError, ValueError) as error:
             raise InvalidCheckpointError(f"cannot load ResNet features from {directory}: {error}") from None
         self.version = files_digest(*sorted(Path(directory).glob("*.safetensors")))  # one file, or shards

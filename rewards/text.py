@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rewards.checkpoint import from_pretrained_quietly
+
 MINILM_DIM = 384
 
 
@@ -25,7 +27,7 @@ class SentenceEncoder(torch.nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval().requires_grad_(False)
+        self.model = from_pretrained_quietly(AutoModel, model_dir).eval().requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> torch.Tensor:
