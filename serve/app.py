@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -397,30 +398,44 @@ def _drain(args: ServeArgs, grace_s: float, own_cluster: bool) -> dict:
 def stop_local(own_cluster: bool = True) -> None:
     """Stop what run_local started. On a cluster this process started, tearing Ray down stops every replica and
     their children at once (a Serve shutdown would first wait for each replica to drain; `drain_local` waits for
-    the requests instead), also when a signal interrupted ray.init half-way; on a cluster it joined, only this
-    application is deleted."""
+    the requests instead), also when a signal interrupted ray.init half-way, and HAProxy's files of its node go
+    too; on a cluster it joined, only this application is deleted."""
     import ray
 
     if own_cluster:
         node = ray._private.worker._global_node  # what ray.init started here
-        if ray.is_initialized() and node is not None and not node.remaining_processes_alive():
-            # Ray's processes got the signal too (`kill` of the process group) and are on their way out: kill what
-            # is left at once rather than ask each in turn for a second, and leave the driver's disconnect, which
-            # waits 5 s for the dead raylet, to this process's exit
-            kill_descendants(ours=node.node_id)
-            return
-        if not ray.is_initialized():  # a signal interrupted ray.init, maybe before it kept what it had started
-            kill_descendants()
-        elif haproxy_enabled() and not while_ray_lives(stop_haproxy, 10):
-            kill_descendants(ours=node.node_id)  # as above: Ray went down meanwhile
-            return
-        ray.shutdown()
+        try:
+            _stop_own_cluster(node)
+        finally:
+            if node is not None and haproxy_enabled():
+                from ray.serve._private.constants import RAY_SERVE_HAPROXY_CONFIG_FILE_LOC
+
+                # config, admin socket and server state of the node's HAProxy (Serve leaves them in /tmp)
+                shutil.rmtree(Path(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC).parent / node.node_id, ignore_errors=True)
         return
     if not ray.is_initialized():
         return
     from ray import serve
 
     serve.delete("vlreward")
+    ray.shutdown()
+
+
+def _stop_own_cluster(node) -> None:
+    """stop_local's teardown of the Ray this process started (`node`: what ray.init started, if it got that far)."""
+    import ray
+
+    if ray.is_initialized() and node is not None and not node.remaining_processes_alive():
+        # Ray's processes got the signal too (`kill` of the process group) and are on their way out: kill what
+        # is left at once rather than ask each in turn for a second, and leave the driver's disconnect, which
+        # waits 5 s for the dead raylet, to this process's exit
+        kill_descendants(ours=node.node_id)
+        return
+    if not ray.is_initialized():  # a signal interrupted ray.init, maybe before it kept what it had started
+        kill_descendants()
+    elif haproxy_enabled() and not while_ray_lives(stop_haproxy, 10):
+        kill_descendants(ours=node.node_id)  # as above: Ray went down meanwhile
+        return
     ray.shutdown()
 
 

@@ -194,7 +194,9 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
         [sys.executable, "-m", "vlreward.cli", "serve", "--port", str(port), "--num-cpus", "2", "--proxy", proxy],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8))
+    # 8 x 512 frames: about a second of scoring on 2 idle cores (a few when busy), well inside the 5 s grace, so
+    # the drain meets the burst still in flight however fast the default layout scores
+    frames = npy_bytes(np.random.default_rng(0).integers(0, 256, (512, 64, 64, 3), dtype=np.uint8))
     burst = 8
     try:
         busy = os.getloadavg()[0] > 2 * os.cpu_count()  # as above: a saturated machine is allowed more time
@@ -261,9 +263,10 @@ def test_a_signal_during_a_burst_answers_every_admitted_request_and_exits_0(sign
 
 def test_haproxy_ingress_serves_and_a_sigterm_leaves_no_haproxy_holding_the_port(free_port):
     """Issue 26: `vlreward serve` puts Serve's HAProxy in front of the replicas (its default, proxy auto), beside the
-    test session's own HAProxy service (each picks its own side ports). It answers /readyz and
-    a score; SIGTERM exits 0 and leaves no process behind, haproxy included (one used to outlive Ray and keep the port,
-    so the next start failed with "Failed to bind to address"), and a second start on the same port answers."""
+    test session's own HAProxy service (each picks its own side ports). It answers /readyz and a score; SIGTERM
+    exits 0 and leaves no process behind, haproxy included (one used to outlive Ray and keep the port, so the next
+    start failed with "Failed to bind to address"), nor HAProxy's files, and a second start on the same port
+    answers."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_SERVE_ENABLE_HA_PROXY", None)  # the default alone turns it on
@@ -293,6 +296,7 @@ def test_haproxy_ingress_serves_and_a_sigterm_leaves_no_haproxy_holding_the_port
             assert not alive, [f"{p.pid} {cmdline(p)[:120]}" for p in alive]
             ours = [p for p in psutil.process_iter() if config in cmdline(p)]  # e.g. an haproxy reparented to init
             assert not ours, [f"{p.pid} {cmdline(p)[:120]}" for p in ours]
+            assert not Path(config).parent.exists()  # nor its node's files (config, admin socket, server state)
             with socket.socket() as probe:  # nothing listens on the port (SO_REUSEADDR: TIME_WAIT does not count)
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(("127.0.0.1", port))
