@@ -149,7 +149,7 @@ def load_reward_model(model: str, url: str = "") -> RewardModel:
 
         return DeploymentRewardModel(model)
     if url:
-        from serve.client import connect
+        from serve.grpc_client import connect
 
         return connect(url, model)
     from rewards import load_model

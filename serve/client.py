@@ -47,15 +47,6 @@ LATENCY = Histogram("vlreward_client_request_latency_seconds", "reward-service c
 RETRIES = Counter("vlreward_client_retries", "reward-service attempts retried after a transient failure", ["route"])
 
 
-def connect(url: str, model: str | None = None, token: str | None = None):
-    """The client of the service at `url`: gRPC (`serve.grpc_client`) for grpc://HOST:PORT, else HTTP."""
-    from serve.grpc_client import SCHEME, GrpcRewardModel
-
-    if url.startswith(SCHEME):
-        return GrpcRewardModel(url, model, token=token)
-    return RemoteRewardModel(url, model, token=token)
-
-
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
     """Expose this process's client metrics for Prometheus at http://addr:port/metrics."""
     start_http_server(port, addr)

@@ -20,7 +20,7 @@ import numpy as np
 
 from rewards import GoalEmbedding, InvalidTaskError, ModelNotReadyError, Score, VLRewardError
 from serve import rpc
-from serve.client import Attempts, choose_model
+from serve.client import Attempts, RemoteRewardModel, choose_model
 from serve.status import ERROR_BY_CODE
 from serve.wire import npy_bytes
 
@@ -118,6 +118,13 @@ class GrpcRewardModel:
                                         tasks=[self._task(goal) for goal in goals],
                                         successes=[bool(s) for s in successes] if successes is not None else [])
         return [to_score(result) for result in self._call("ScoreBatch", request).results]
+
+
+def connect(url: str, model: str | None = None, token: str | None = None) -> GrpcRewardModel | RemoteRewardModel:
+    """The client of the service at `url`: gRPC for grpc://HOST:PORT, else HTTP (`serve.client`)."""
+    if url.startswith(SCHEME):
+        return GrpcRewardModel(url, model, token=token)
+    return RemoteRewardModel(url, model, token=token)
 
 
 def to_score(reply: rpc.ScoreReply) -> Score:

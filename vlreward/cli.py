@@ -151,7 +151,7 @@ def cmd_score(ns):
     goal = ns.task if ns.task is not None else (
         decode_image(Path(ns.goal_image).read_bytes()) if ns.goal_image else read_frames(ns.demo))
     if ns.url:
-        from serve.client import connect
+        from serve.grpc_client import connect
 
         model = connect(ns.url, ns.model, token=ns.api_token or os.environ.get("VLREWARD_API_TOKEN"))
         score = model.score_video(ns.video, goal) if not ns.video.endswith(".npy") else model.score(read_frames(ns.video), goal)

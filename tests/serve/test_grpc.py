@@ -11,8 +11,8 @@ import pytest
 
 from rewards import InvalidTaskError, InvalidVideoError, PayloadTooLargeError, UnknownModelError
 from serve import rpc
-from serve.client import RemoteRewardModel, connect
-from serve.grpc_client import GrpcRewardModel
+from serve.client import RemoteRewardModel
+from serve.grpc_client import GrpcRewardModel, connect
 from serve.wire import npy_bytes
 
 TASK = "go to the red ball"
