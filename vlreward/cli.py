@@ -62,7 +62,8 @@ def cmd_serve(ns):
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
-                 "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy, "grpc_port": ns.grpc_port}
+                 "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy, "grpc_port": ns.grpc_port,
+                 "access_log": ns.access_log}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
     if ns.ingress:
@@ -249,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model (default): the first model's replica answers HTTP, no hop for it; gateway: a "
                        "separate ingress deployment, as on a cluster (deploy/serve_config.yaml)")
     serve.add_argument("--proxy", choices=typing.get_args(Proxy), default=None,
-                       help="python (default): Serve's proxy actor takes HTTP; haproxy: Serve's HAProxy ingress "
-                       "forwards straight to the ingress replicas' own ports, one Python hop less (docs/serving.md)")
+                       help="auto (default): haproxy where this starts the local Ray, else the cluster's; haproxy: "
+                       "Serve's HAProxy ingress forwards straight to the ingress replicas' own ports, no Python proxy "
+                       "on the way; python: Serve's proxy actor takes HTTP (docs/serving.md)")
+    serve.add_argument("--access-log", action="store_true", default=None,
+                       help="Serve's access log: a line per request in the replicas' log files (costs replica CPU)")
     serve.add_argument("--num-cpus", type=int, default=None,
                        help="CPUs of the local Ray (default: all); model replicas' CPU requests are sized to fit them")
     serve.add_argument("--shutdown-grace-s", type=float, default=None,

@@ -124,6 +124,18 @@ def test_the_haproxy_proxy_is_one_option_of_config_and_cli_and_needs_ray_started
     assert bind_app(args, 2)._bound_deployment.name == "model-babyai-goto-progress"  # the default: the model is the ingress
 
 
+def test_serves_access_log_is_off_unless_asked_for_in_every_layout():
+    """A line per request in each replica's log costs the replica CPU on the request path: opt-in."""
+    from vlreward.cli import build_parser
+
+    for ingress in ("model", "gateway"):
+        for args, expected in ((ServeArgs(ingress=ingress), False), (ServeArgs(ingress=ingress, access_log=True), True)):
+            app = bind_app(args, 2)._bound_deployment
+            assert app._deployment_config.logging_config["enable_access_log"] is expected
+    assert build_parser().parse_args(["serve", "--access-log"]).access_log is True
+    assert build_parser().parse_args(["serve"]).access_log is None  # the config file's value (or the default) stands
+
+
 def test_the_configuration_example_in_the_serving_docs_is_valid():
     import yaml
 
