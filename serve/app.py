@@ -34,7 +34,9 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(description="shipped model name, or a checkpoint directory under model_root")
-    num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored with autoscaling_config)")
+    num_replicas: int | None = Field(None, ge=1, description="fixed replica count (ignored with autoscaling_config); "
+                                     "unset: 1, or one per CPU where `vlreward serve` serves this model alone on "
+                                     "the local Ray it starts (`replica_per_cpu`)")
     num_cpus: float | None = Field(None, ge=0, description="CPUs per replica; unset: a share of the cluster's CPUs "
                                    "so that every model is placed (at most 1)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share a card")
@@ -59,7 +61,7 @@ class ModelSpec(BaseModel):
     def start_replicas(self) -> int:
         """Replicas placed at start: num_replicas, or autoscaling's initial (else min) replicas."""
         if not self.autoscaling_config:
-            return self.num_replicas
+            return self.num_replicas or 1
         initial = self.autoscaling_config.get("initial_replicas")
         return int(initial if initial is not None else self.autoscaling_config.get("min_replicas", 1))
 
@@ -171,6 +173,16 @@ def check_placement(args: ServeArgs, cpus: dict[str, float], available: dict, no
                              + ". Lower num_cpus/num_gpus or replicas in the config, or add resources.")
 
 
+def replica_per_cpu(args: ServeArgs, cpus: float) -> ServeArgs:
+    """One CPU model served alone, with no replica count or autoscaling set, on a local Ray of `cpus` CPUs: a
+    replica per CPU. Each is a process with a GIL of its own, where one replica's HTTP server, Python and batches
+    share one; the proxy spreads requests between them (`bench.throughput`'s "service" against one replica)."""
+    (spec, *others) = args.models
+    if others or spec.num_replicas or spec.autoscaling_config or spec.num_gpus or spec.num_cpus or spec.torch_threads:
+        return args
+    return args.model_copy(update={"models": [spec.model_copy(update={"num_replicas": max(1, int(cpus))})]})
+
+
 def cluster_cpus() -> float | None:
     """The CPUs of the Ray cluster this process is connected to, or None when it is not connected."""
     import ray
@@ -198,7 +210,7 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
     handles = {}
     for spec in args.models:
         scaling = ({"autoscaling_config": spec.autoscaling_config} if spec.autoscaling_config
-                   else {"num_replicas": spec.num_replicas})
+                   else {"num_replicas": spec.start_replicas})
         handles[spec.key] = dict(
             name=f"model-{spec.key}",
             ray_actor_options={"num_cpus": num_cpus[spec.key], "num_gpus": spec.num_gpus},
@@ -318,6 +330,8 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     if args.grpc_port is not None:  # gRPC refuses larger messages before reading them (read when Ray starts)
         os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(args.max_body_bytes + 2**16))
     init_ray(address, args.proxy, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
+    if address is None:
+        args = replica_per_cpu(args, cluster_cpus())
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = replica_cpus(args, cluster_cpus())
     check_placement(args, cpus, ray.available_resources(), nodes)

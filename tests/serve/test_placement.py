@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.app import ModelSpec, PlacementError, ServeArgs, bind_app, check_placement, replica_cpus
+from serve.app import (ModelSpec, PlacementError, ServeArgs, bind_app, check_placement, replica_cpus,
+                       replica_per_cpu)
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = [{"CPU": 2.0}]
@@ -84,3 +85,20 @@ def test_with_the_model_as_ingress_the_first_model_answers_http_and_the_others_k
     others = ingress.init_args[5]
     assert sorted(others) == ["babyai-orca", "babyai-vlc"]
     assert all(h._bound_deployment.ray_actor_options["num_cpus"] == 0.66 for h in others.values())
+
+
+def test_one_cpu_model_served_alone_gets_a_replica_per_cpu_unless_its_spec_sizes_it():
+    """A replica per CPU (each its own process and GIL) fills the cores, and each asks for one CPU, so all are placed;
+    a spec that sets its replicas, autoscaling, CPUs, threads or a GPU, and a multi-model service, keep theirs."""
+    alone = replica_per_cpu(ServeArgs(), 2.0)
+    assert alone.models[0].num_replicas == 2 and ServeArgs().models[0].start_replicas == 1
+    assert replica_cpus(alone, 2.0) == {alone.models[0].key: 1.0}
+    app = bind_app(alone, 2.0)
+    assert app._bound_deployment.num_replicas == 2
+    assert replica_per_cpu(ServeArgs(), 1.5).models[0].num_replicas == 1
+    for sized in ({"num_replicas": 1}, {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}},
+                  {"num_cpus": 0.5}, {"torch_threads": 2}, {"num_gpus": 1}):
+        args = ServeArgs(models=[{"model": "babyai-liv", **sized}])
+        assert replica_per_cpu(args, 2.0) == args
+    several = ServeArgs(models=["babyai-liv", "babyai-orca"])
+    assert replica_per_cpu(several, 2.0) == several
