@@ -3,11 +3,12 @@
 (a) the model in-process at its best batch size (the limit), (b) the service end to end over HTTP with 1, 8
 and 32 closed-loop clients, for .npy bodies and mp4 uploads, (c) the naive peer (bench/naive_server.py)
 under the same load. All three run side by side and every point is measured once per round, rounds
-interleaved, so drifting load on a shared machine hits them alike; a row is the median over rounds.
+interleaved, so drifting load on a shared machine hits them alike; a row is the median over rounds, and a ratio
+(to the limit, to the peer) the median over rounds of that round's ratio.
 
 The service runs as users run it, `vlreward serve` in its own process group (one local Ray each, one at a time);
-`--variants` adds configurations to compare in the same run (the gRPC port, one replica instead of one per CPU, one
-batch at a time, torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access
+`--variants` adds configurations to compare in the same run (the gRPC port, one replica instead of one per CPU, two
+batches at once, torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access
 log, Serve's Python proxy instead of HAProxy). Where each
 server's CPU goes at 8 clients (the model replica, the proxy, the rest of Ray) is a table of its own.
 
@@ -70,15 +71,15 @@ class Args:
 
 
 #: name -> (ServeArgs or ModelSpec keys over the defaults, environment of `vlreward serve`); "service" is what the
-#: CLI runs (HAProxy in front, a replica per CPU, each its own ingress with user code on its event loop, two batches
-#: at once, no batch wait, no access log); the others are the alternatives measured against it
+#: CLI runs (HAProxy in front, a replica per CPU, each its own ingress with user code on its event loop and one batch
+#: at a time, no batch wait, no access log); the others are the alternatives measured against it
 GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
 PYTHON = {"proxy": "python"}  # Serve's Python proxy actor in front instead of HAProxy (and Serve's default threads)
-ONE = {"num_replicas": 1}  # one replica process for the whole machine
+ONE = {"num_replicas": 1}  # one replica process for the whole machine (two batches at once, ModelSpec's default)
 VARIANTS = {
     "service": ({}, {}),
     "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), behind HAProxy too
-    "service, 1 batch at once": ({"concurrent_batches": 1}, {}),
+    "service, 2 batches at once": ({"concurrent_batches": 2}, {}),
     "service, 1 replica": (ONE, {}),
     "service, 1 replica, user code on its own thread": (ONE, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
     "service, 1 replica, access log": ({**ONE, "access_log": True}, {}),
@@ -248,6 +249,7 @@ def main(args: Args) -> dict:
 
     rates, latencies = collections.defaultdict(list), collections.defaultdict(list)
     meters = {}  # per server: where its CPU went at CPU_LOAD
+    rounds = collections.defaultdict(list)  # per variant, per round of its window: key -> (frames/s, p50 s)
     with contextlib.ExitStack() as servers:
         shared = in_process_points(args, frames, device, autocast)
         if args.naive:
@@ -264,12 +266,15 @@ def main(args: Args) -> dict:
                 own = meters[variant].around(http_points(args, variant, url, bodies), variant, args.media[0])
                 points |= own
                 for round_index in range(args.rounds):
+                    measured = {}
                     for key, measure in (shared | own).items():
                         rate, times = measure()
                         rates[key].append(rate)
                         latencies[key] += times
+                        measured[key] = rate, float(np.percentile(times, 50)) if times else np.nan
                         print(f"{variant} window, round {round_index + 1}/{args.rounds}: {' '.join(key)}: "
                               f"{rate:,.0f} frames/s", flush=True)
+                    rounds[variant].append(measured)
     cpu = [meter.row(server) for server, meter in meters.items() if meter.elapsed]
 
     rows = [{"server": server, "media": media, "load": load, "frames/s": float(np.median(rates[key])),
@@ -277,24 +282,33 @@ def main(args: Args) -> dict:
              "p50 ms": float(np.percentile(latencies[key], 50) * 1000) if latencies[key] else np.nan,
              "p99 ms": float(np.percentile(latencies[key], 99) * 1000) if latencies[key] else np.nan}
             for key in points for server, media, load in [key]]
-    rate = {(r["server"], r["media"], r["load"]): r["frames/s"] for r in rows}
     limit = max(r["frames/s"] for r in rows if r["server"] == "in-process")
     summary = {"limit_frames_per_s": limit, "precision": "bf16" if autocast else "fp32",
                "media_bytes": {media: len(payload) for media, payload in bodies.items()}}
-    p50 = {(r["server"], r["media"], r["load"]): r["p50 ms"] for r in rows}
+
+    def paired(variant: str, compare) -> float:
+        """The median over the variant's rounds of compare(that round's measurements): a variant against the limit
+        and the peer measured in the same round, seconds apart, so the machine's drift between windows cancels."""
+        return float(np.median([compare(measured) for measured in rounds[variant]]))
+
+    def round_limit(measured: dict) -> float:
+        return max(rate for key, (rate, _) in measured.items() if key[0] == "in-process")
+
     targets = []  # the serving issue's targets side by side: one row per variant and media
     for variant, media in itertools.product(args.variants, args.media):
         target = {"variant": variant, "media": media}
         for load in [f"{c} clients" for c in args.clients if c >= 8]:
-            target[f"x limit, {load}"] = summary[f"{variant} / limit, {media}, {load}"] = (
-                rate[(variant, media, load)] / limit)
+            own, peer = (variant, media, load), ("naive peer", media, load)
+            target[f"x limit, {load}"] = summary[f"{variant} / limit, {media}, {load}"] = paired(
+                variant, lambda m: m[own][0] / round_limit(m))
             if args.naive:
-                target[f"x naive peer, {load}"] = summary[f"{variant} / naive peer, {media}, {load}"] = (
-                    rate[(variant, media, load)] / rate[("naive peer", media, load)])
+                target[f"x naive peer, {load}"] = summary[f"{variant} / naive peer, {media}, {load}"] = paired(
+                    variant, lambda m: m[own][0] / m[peer][0])
         if 1 in args.clients and args.naive:
+            own, peer = (variant, media, "1 clients"), ("naive peer", media, "1 clients")
             target["p50 - naive peer p50 (ms), 1 client"] = summary[
-                f"{variant} p50 - naive peer p50 (ms), {media}, 1 client"] = (
-                p50[(variant, media, "1 clients")] - p50[("naive peer", media, "1 clients")])
+                f"{variant} p50 - naive peer p50 (ms), {media}, 1 client"] = paired(
+                variant, lambda m: (m[own][1] - m[peer][1]) * 1000)
         targets.append(target)
 
     print(f"\n{identity['device']}, {identity['cpu_count']} CPUs, load average at start "

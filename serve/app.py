@@ -175,12 +175,16 @@ def check_placement(args: ServeArgs, cpus: dict[str, float], available: dict, no
 
 def replica_per_cpu(args: ServeArgs, cpus: float) -> ServeArgs:
     """One CPU model served alone, with no replica count or autoscaling set, on a local Ray of `cpus` CPUs: a
-    replica per CPU. Each is a process with a GIL of its own, where one replica's HTTP server, Python and batches
-    share one; the proxy spreads requests between them (`bench.throughput`'s "service" against one replica)."""
+    replica per CPU, each running one batch at a time unless its spec says otherwise (a batch per core in all).
+    Each is a process with a GIL of its own, where one replica's HTTP server, Python and batches share one; the
+    proxy spreads requests between them (`bench.throughput`'s "service" against "service, 1 replica")."""
     (spec, *others) = args.models
     if others or spec.num_replicas or spec.autoscaling_config or spec.num_gpus or spec.num_cpus or spec.torch_threads:
         return args
-    return args.model_copy(update={"models": [spec.model_copy(update={"num_replicas": max(1, int(cpus))})]})
+    spread = {"num_replicas": max(1, int(cpus))}
+    if "concurrent_batches" not in spec.model_fields_set:
+        spread["concurrent_batches"] = 1
+    return args.model_copy(update={"models": [spec.model_copy(update=spread)]})
 
 
 def cluster_cpus() -> float | None:

@@ -92,6 +92,9 @@ def test_one_cpu_model_served_alone_gets_a_replica_per_cpu_unless_its_spec_sizes
     a spec that sets its replicas, autoscaling, CPUs, threads or a GPU, and a multi-model service, keep theirs."""
     alone = replica_per_cpu(ServeArgs(), 2.0)
     assert alone.models[0].num_replicas == 2 and ServeArgs().models[0].start_replicas == 1
+    assert alone.models[0].concurrent_batches == 1 and ServeArgs().models[0].concurrent_batches == 2  # one per core
+    two_batches = ServeArgs(models=[{"model": "babyai-liv", "concurrent_batches": 2}])
+    assert replica_per_cpu(two_batches, 2.0).models[0].concurrent_batches == 2  # a spec's own count stands
     assert replica_cpus(alone, 2.0) == {alone.models[0].key: 1.0}
     app = bind_app(alone, 2.0)
     assert app._bound_deployment.num_replicas == 2
