@@ -36,7 +36,7 @@ class ModelSpec(BaseModel):
     model: str = Field(description="shipped model name, or a checkpoint directory under model_root")
     num_replicas: int | None = Field(None, ge=1, description="fixed replica count (ignored with autoscaling_config); "
                                      "unset: 1, or one per CPU where `vlreward serve` serves this model alone on "
-                                     "the local Ray it starts (`replica_per_cpu`)")
+                                     "the local Ray it starts (`replica_per_cpu`), which then runs nothing else")
     num_cpus: float | None = Field(None, ge=0, description="CPUs per replica; unset: a share of the cluster's CPUs "
                                    "so that every model is placed (at most 1)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share a card")
@@ -334,8 +334,6 @@ def run_local(args: ServeArgs, host: str = "127.0.0.1", port: int = 8000, addres
     if args.grpc_port is not None:  # gRPC refuses larger messages before reading them (read when Ray starts)
         os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(args.max_body_bytes + 2**16))
     init_ray(address, args.proxy, **({"num_cpus": num_cpus} if num_cpus is not None and address is None else {}))
-    if address is None:
-        args = replica_per_cpu(args, cluster_cpus())
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = replica_cpus(args, cluster_cpus())
     check_placement(args, cpus, ray.available_resources(), nodes)

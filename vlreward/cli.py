@@ -58,7 +58,7 @@ def cmd_serve(ns):
     import threading
     import time
 
-    from serve.app import ServeArgs, drain_local, init_ray, run_local, stop_local
+    from serve.app import ServeArgs, drain_local, init_ray, replica_per_cpu, run_local, stop_local
 
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
@@ -69,6 +69,8 @@ def cmd_serve(ns):
     if ns.ingress:
         args = args.model_copy(update={"ingress": ns.ingress})
     own_cluster = ns.address is None
+    if own_cluster:  # the local Ray runs this service alone: a model served alone gets its CPUs
+        args = replica_per_cpu(args, ns.num_cpus or os.cpu_count() or 1)
     received: list[str] = []  # the signals received, by name
     stop = threading.Event()  # set by the first signal while serving: the main thread drains then
     phase = "starting"  # then serving, draining, stopping
