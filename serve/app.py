@@ -282,9 +282,10 @@ def init_ray(address: str | None = None, proxy: Proxy = "auto", **ray_init_kwarg
 
     Without an address this never attaches to another Ray that happens to run on the machine ("local"). `proxy`
     (ServeArgs.proxy) "haproxy" or "auto" sets Serve's HAProxy flag (and, unless set, its throughput-optimized mode)
-    for the Ray started here, whose processes read them from the environment they inherit, and gives its side ports and its replicas' gRPC ports free ones, so that
-    services (and test sessions) side by side do not collide; a missing HAProxy binary is a FileNotFoundError here
-    rather than a proxy that never becomes ready. A joined cluster keeps the proxy it started with.
+    for the Ray started here, whose processes read them from the environment they inherit, and gives its side ports
+    and its replicas' gRPC ports free ones, so that services (and test sessions) side by side do not collide; a
+    missing HAProxy binary is a FileNotFoundError here rather than a proxy that never becomes ready. A joined
+    cluster keeps the proxy it started with.
     """
     import ray
 

@@ -129,9 +129,10 @@ def test_serves_access_log_is_off_unless_asked_for_in_every_layout():
     from vlreward.cli import build_parser
 
     for ingress in ("model", "gateway"):
-        for args, expected in ((ServeArgs(ingress=ingress), False), (ServeArgs(ingress=ingress, access_log=True), True)):
+        for access_log in (False, True):
+            args = ServeArgs(ingress=ingress, **({"access_log": True} if access_log else {}))
             app = bind_app(args, 2)._bound_deployment
-            assert app._deployment_config.logging_config["enable_access_log"] is expected
+            assert app._deployment_config.logging_config["enable_access_log"] is access_log
     assert build_parser().parse_args(["serve", "--access-log"]).access_log is True
     assert build_parser().parse_args(["serve"]).access_log is None  # the config file's value (or the default) stands
 
