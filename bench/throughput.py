@@ -7,15 +7,15 @@ interleaved, so drifting load on a shared machine hits them alike; a row is the 
 (to the limit, to the peer) the median over rounds of that round's ratio.
 
 The service runs as users run it, `vlreward serve` in its own process group (one local Ray each, one at a time);
-`--variants` adds configurations to compare in the same run (the gRPC port, one replica instead of one per CPU, two
-batches at once, torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access
-log, Serve's Python proxy instead of HAProxy). Where each
+`--variants` adds configurations to compare in the same run (the gRPC port, a replica per CPU, one batch at a time,
+torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access log, Serve's
+Python proxy instead of HAProxy). Where each
 server's CPU goes at 8 clients (the model replica, the proxy, the rest of Ray) is a table of its own.
 
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
     python -m bench.throughput --media npy --variants service "service, python proxy" \
-        "before (python proxy, 1 replica, 1 batch at once, access log)"
+        "before (python proxy, 1 batch at once, access log)"
 """
 
 from __future__ import annotations
@@ -71,23 +71,20 @@ class Args:
 
 
 #: name -> (ServeArgs or ModelSpec keys over the defaults, environment of `vlreward serve`); "service" is what the
-#: CLI runs (HAProxy in front, a replica per CPU, each its own ingress with user code on its event loop and one batch
-#: at a time, no batch wait, no access log); the others are the alternatives measured against it
+#: CLI runs (HAProxy in front, the model replica as ingress with user code on its event loop, two batches at once,
+#: no batch wait, no access log); the others are the alternatives measured against it
 GRPC = "the HTTP port + 1"  # a variant with this grpc_port is driven over gRPC
 PYTHON = {"proxy": "python"}  # Serve's Python proxy actor in front instead of HAProxy (and Serve's default threads)
-ONE = {"num_replicas": 1}  # one replica process for the whole machine (two batches at once, ModelSpec's default)
 VARIANTS = {
     "service": ({}, {}),
     "service, grpc": ({"grpc_port": GRPC}, {}),  # the same service's gRPC port (serve/rpc.py), behind HAProxy too
-    "service, 2 batches at once": ({"concurrent_batches": 2}, {}),
-    "service, 1 replica": (ONE, {}),
-    "service, 1 replica, user code on its own thread": (ONE, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
-    "service, 1 replica, access log": ({**ONE, "access_log": True}, {}),
-    "service, 1 replica, 2 torch threads": ({**ONE, "torch_threads": 2}, {}),  # the model on both cores, as the peer
-    "service, 1 replica, 1 batch at once, 2 torch threads": ({**ONE, "concurrent_batches": 1, "torch_threads": 2}, {}),
+    "service, a replica per CPU": ({"replica_per_cpu": True}, {}),  # a process (and a GIL) per core, 1 batch each
+    "service, user code on its own thread": ({}, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),  # Serve's default
+    "service, access log": ({"access_log": True}, {}),
+    "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
+    "service, 1 batch at once, 2 torch threads": ({"concurrent_batches": 1, "torch_threads": 2}, {}),  # the peer's way
     "service, python proxy": (PYTHON, {}),
-    "before (python proxy, 1 replica, 1 batch at once, access log)": (
-        {**PYTHON, **ONE, "concurrent_batches": 1, "access_log": True}, {}),
+    "before (python proxy, 1 batch at once, access log)": ({**PYTHON, "concurrent_batches": 1, "access_log": True}, {}),
 }
 
 

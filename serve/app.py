@@ -35,8 +35,7 @@ class ModelSpec(BaseModel):
 
     model: str = Field(description="shipped model name, or a checkpoint directory under model_root")
     num_replicas: int | None = Field(None, ge=1, description="fixed replica count (ignored with autoscaling_config); "
-                                     "unset: 1, or one per CPU where `vlreward serve` serves this model alone on "
-                                     "the local Ray it starts (`replica_per_cpu`), which then runs nothing else")
+                                     "unset: 1, or one per CPU with ServeArgs.replica_per_cpu")
     num_cpus: float | None = Field(None, ge=0, description="CPUs per replica; unset: a share of the cluster's CPUs "
                                    "so that every model is placed (at most 1)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share a card")
@@ -84,6 +83,8 @@ class ServeArgs(BaseModel):
     max_concurrent_bodies: int = Field(64, ge=1, description="slow bodies received at once; beyond them 503")
     ingress_max_ongoing_requests: int = Field(1024, ge=1, description="requests the ingress holds at once, stalled "
                                               "uploads included (each costs a coroutine until it times out)")
+    replica_per_cpu: bool = Field(False, description="`vlreward serve` on the local Ray it starts: a model served "
+                                  "alone on CPU, its replicas unsized, gets a replica per CPU (`replica_per_cpu`)")
     access_log: bool = Field(False, description="Serve's access log: a line per request in each replica's log file "
                              "(Ray's logs folder), written by the replica on the request's path")
     shutdown_grace_s: float = Field(5.0, ge=0, description="`vlreward serve` on SIGTERM or Ctrl-C: how long requests "

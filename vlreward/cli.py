@@ -63,13 +63,13 @@ def cmd_serve(ns):
     overrides = {"models": ns.models, "model_root": ns.model_root,
                  "api_token": ns.api_token or os.environ.get("VLREWARD_API_TOKEN"),
                  "shutdown_grace_s": ns.shutdown_grace_s, "proxy": ns.proxy, "grpc_port": ns.grpc_port,
-                 "access_log": ns.access_log}
+                 "access_log": ns.access_log, "replica_per_cpu": ns.replica_per_cpu}
     args = ServeArgs.from_yaml(ns.config, **overrides) if ns.config else ServeArgs(
         **{k: v for k, v in overrides.items() if v is not None})
     if ns.ingress:
         args = args.model_copy(update={"ingress": ns.ingress})
     own_cluster = ns.address is None
-    if own_cluster:  # the local Ray runs this service alone: a model served alone gets its CPUs
+    if own_cluster and args.replica_per_cpu:  # the local Ray runs this service alone
         args = replica_per_cpu(args, ns.num_cpus or os.cpu_count() or 1)
     received: list[str] = []  # the signals received, by name
     stop = threading.Event()  # set by the first signal while serving: the main thread drains then
@@ -109,6 +109,7 @@ def cmd_serve(ns):
             stop_local(own_cluster=own_cluster)
             raise
         received[:] = received or ["SIGTERM"]
+        phase = "stopping"  # a further signal (`timeout` forwards its own) no longer raises outside the try below
     # a SIGTERM that met Ray's native handler (inside ray.init, before ours were back) armed absl's 3 s alarm,
     # which aborts the process (SIGABRT) unless it is gone by then: a graceful stop takes longer
     if hasattr(signal, "alarm"):  # (not on Windows)
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto (default): haproxy where this starts the local Ray, else the cluster's; haproxy: "
                        "Serve's HAProxy ingress forwards straight to the ingress replicas' own ports, no Python proxy "
                        "on the way; python: Serve's proxy actor takes HTTP (docs/serving.md)")
+    serve.add_argument("--replica-per-cpu", action="store_true", default=None,
+                       help="a model served alone on CPU gets a replica per CPU of the local Ray, each a process with "
+                       "its own GIL (docs/serving.md: more throughput; a drain may miss a busy replica)")
     serve.add_argument("--access-log", action="store_true", default=None,
                        help="Serve's access log: a line per request in the replicas' log files (costs replica CPU)")
     serve.add_argument("--num-cpus", type=int, default=None,

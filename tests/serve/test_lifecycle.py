@@ -32,7 +32,8 @@ def wait_ready(process: subprocess.Popen, url: str, timeout_s: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if process.poll() is not None:
-            pytest.fail(f"vlreward serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
+            pytest.fail(f"vlreward serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}\n"
+                        f"stderr:\n{process.stderr.read()[-3000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                 return time.monotonic() - start

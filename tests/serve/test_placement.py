@@ -88,8 +88,13 @@ def test_with_the_model_as_ingress_the_first_model_answers_http_and_the_others_k
 
 
 def test_one_cpu_model_served_alone_gets_a_replica_per_cpu_unless_its_spec_sizes_it():
-    """A replica per CPU (each its own process and GIL) fills the cores, and each asks for one CPU, so all are placed;
-    a spec that sets its replicas, autoscaling, CPUs, threads or a GPU, and a multi-model service, keep theirs."""
+    """`vlreward serve --replica-per-cpu`: a replica per CPU (each its own process and GIL) fills the cores, and each
+    asks for one CPU, so all are placed; a spec that sets its replicas, autoscaling, CPUs, threads or a GPU, and a
+    multi-model service, keep theirs."""
+    from vlreward.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--replica-per-cpu"]).replica_per_cpu is True
+    assert build_parser().parse_args(["serve"]).replica_per_cpu is None and not ServeArgs().replica_per_cpu
     alone = replica_per_cpu(ServeArgs(), 2.0)
     assert alone.models[0].num_replicas == 2 and ServeArgs().models[0].start_replicas == 1
     assert alone.models[0].concurrent_batches == 1 and ServeArgs().models[0].concurrent_batches == 2  # one per core
