@@ -9,8 +9,8 @@ interleaved, so drifting load on a shared machine hits them alike; a row is the 
 The service runs as users run it, `vlreward serve` in its own process group (one local Ray each, one at a time);
 `--variants` adds configurations to compare in the same run (the gRPC port, a replica per CPU, one batch at a time,
 torch threads, Serve's default threads instead of its RAY_SERVE_THROUGHPUT_OPTIMIZED, the access log, Serve's
-Python proxy instead of HAProxy). Where each
-server's CPU goes at 8 clients (the model replica, the proxy, the rest of Ray) is a table of its own.
+Python proxy instead of HAProxy). Where each server's CPU goes at 8 clients (the model replica, the proxy, the rest
+of Ray) is a table of its own.
 
     nice -n 10 python -m bench.throughput                 # ~3 min on 2 CPU cores
     python -m bench.throughput --rounds 5 --seconds 5 --clients 1 8 32 64
@@ -185,9 +185,9 @@ class CpuMeter:
 
     def row(self, server: str) -> dict:
         cores = {role: self.seconds[role] / self.elapsed for role in ("model replica", "proxy", "Ray, the rest")}
-        rate = self.frames / self.elapsed
+        rate, total = self.frames / self.elapsed, sum(cores.values())
         return {"server": server, "load": CPU_LOAD, "frames/s": rate, **{f"cores: {r}": c for r, c in cores.items()},
-                "cores: all": sum(cores.values()), "cores per 1,000 frames/s": 1000 * sum(cores.values()) / rate}
+                "cores: all": total, "cores per 1,000 frames/s": 1000 * total / rate}
 
 
 @contextlib.contextmanager

@@ -178,7 +178,7 @@ def replica_per_cpu(args: ServeArgs, cpus: float) -> ServeArgs:
     """One CPU model served alone, with no replica count or autoscaling set, on a local Ray of `cpus` CPUs: a
     replica per CPU, each running one batch at a time unless its spec says otherwise (a batch per core in all).
     Each is a process with a GIL of its own, where one replica's HTTP server, Python and batches share one; the
-    proxy spreads requests between them (`bench.throughput`'s "service" against "service, 1 replica")."""
+    proxy spreads requests between them (`bench.throughput`'s "service, a replica per CPU" against "service")."""
     (spec, *others) = args.models
     if others or spec.num_replicas or spec.autoscaling_config or spec.num_gpus or spec.num_cpus or spec.torch_threads:
         return args

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "on the way; python: Serve's proxy actor takes HTTP (docs/serving.md)")
     serve.add_argument("--replica-per-cpu", action="store_true", default=None,
                        help="a model served alone on CPU gets a replica per CPU of the local Ray, each a process with "
-                       "its own GIL (docs/serving.md: more throughput; a drain may miss a busy replica)")
+                       "its own GIL (docs/serving.md; a drain on SIGTERM may miss a busy replica)")
     serve.add_argument("--access-log", action="store_true", default=None,
                        help="Serve's access log: a line per request in the replicas' log files (costs replica CPU)")
     serve.add_argument("--num-cpus", type=int, default=None,
