@@ -79,9 +79,8 @@ def local_service(port: int, **serve_args):
     """The real application (Ray + Serve + replicas) on a fresh local Ray cluster of this process; yields its URL."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
-    from ray import serve
 
-    from serve.app import ServeArgs, init_ray, run_local
+    from serve.app import ServeArgs, init_ray, run_local, stop_local
 
     for attempt in range(3):  # on a busy machine the raylet can miss Ray's fixed 30 s start-up wait
         try:
@@ -96,8 +95,7 @@ def local_service(port: int, **serve_args):
         wait_ready(url)
         yield url
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_local()
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:

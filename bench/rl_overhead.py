@@ -193,12 +193,9 @@ def medians(runs: list[dict]) -> list[dict]:
 
 
 def main(args: Args) -> list[dict]:
-    import ray
-    from ray import serve
-
     from rl.handle import DeploymentRewardModel
     from rl.train import critic_input_size
-    from serve.app import ServeArgs, run_local
+    from serve.app import ServeArgs, init_ray, run_local, stop_local
     from serve.client import RemoteRewardModel
     from serve.grpc_client import GrpcRewardModel
 
@@ -208,7 +205,7 @@ def main(args: Args) -> list[dict]:
     renders = [render_cost(args.env, args.task, size) for size in sizes]
     print(markdown_table(renders))
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own cluster
+    init_ray("local", num_cpus=4)  # our own cluster, with the proxy `vlreward serve` starts
     runs, url = [], None
     try:
         for round_ in range(args.rounds):
@@ -232,9 +229,7 @@ def main(args: Args) -> list[dict]:
                                                      "submit_s", "collect_wait_s", "missing_at_collect",
                                                      "serve_cpu_s", "load_1min"]), flush=True)
     finally:
-        if url is not None:
-            serve.shutdown()
-        ray.shutdown()
+        stop_local()
     rows = with_ratios(medians(runs))
     print(f"\nmedians over {args.rounds} round(s)")
     print(markdown_table(rows, ["source", "env_steps_per_s", "x_env_no_serve", "x_env_serve_idle",

@@ -136,16 +136,14 @@ def medians(runs: list[dict]) -> list[dict]:
 
 
 def main(args: Args) -> list[dict]:
-    import ray
-
-    from serve.app import ServeArgs, run_local
+    from serve.app import ServeArgs, init_ray, run_local, stop_local
     from serve.client import RemoteRewardModel
 
     identity = run_identity()
     print(identity)
     rows = [{**vector_row(args, "bare, no Serve running"), "round": 0}] if args.only != "sb3" else []
     print(markdown_table(rows[-1:]) if rows else "", flush=True)
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # our own cluster
+    init_ray("local", num_cpus=4)  # our own cluster, with the proxy `vlreward serve` starts
     try:
         url = run_local(ServeArgs(models=[args.model]), port=args.port)
         model = RemoteRewardModel(url, args.model)
@@ -164,7 +162,7 @@ def main(args: Args) -> list[dict]:
                 print(markdown_table(rows[-1:]), flush=True)
         model.close()
     finally:
-        ray.shutdown()
+        stop_local()
     runs = with_ratios(rows)
     rows = medians(runs)
     print(f"\n{args.model}, medians over {args.rounds} round(s); x_baseline: over the same round's bare vector env "

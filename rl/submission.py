@@ -21,6 +21,7 @@ import numpy as np
 
 from rewards import ModelNotReadyError
 from rewards.base import Goal, RewardModel, Score, join_segments
+from rl.offload import HelperProcessModel, offloads
 
 
 class PendingScore:
@@ -138,7 +139,8 @@ class EpisodeSubmitter:
     use, in the dispatcher. At most `max_in_flight` trajectories are out at once: submitting more blocks until one
     returns (backpressure on the sampler, not an unbounded queue). A call (or the factory) failing with
     `ModelNotReadyError` is sent again every `poll_s` until `ready_wait_s` after the submission, then fails with
-    `not_ready`; other errors fail at once. Failures reach `PendingScore.result()`: never a 0.
+    `not_ready`; other errors fail at once. Failures reach `PendingScore.result()`: never a 0. A service client
+    (`remote`) makes its calls from a helper process (`rl.offload`), out of the sampler's way.
     """
 
     def __init__(self, model_factory: Callable[[], RewardModel], ready_wait_s: float = 0.0,
@@ -154,7 +156,8 @@ class EpisodeSubmitter:
     def model(self) -> RewardModel:
         with self._lock:
             if self._model is None:
-                self._model = self.model_factory()
+                model = self.model_factory()
+                self._model = HelperProcessModel(model) if offloads(model) else model
             return self._model
 
     def submit(self, frames: np.ndarray | list, goal: Goal) -> PendingScore:
@@ -210,6 +213,8 @@ class EpisodeSubmitter:
             else:
                 self._send(jobs)
                 jobs = more
+        if isinstance(self._model, HelperProcessModel):
+            self._model.close()  # ours: it answers what is in flight, then exits
 
     def _send(self, jobs: list[_Job]) -> None:
         try:

@@ -44,6 +44,8 @@ def failure_of(error: grpc.RpcError, target: str) -> tuple[VLRewardError, bool]:
 class GrpcRewardModel:
     """A model held by a vlreward service, called over gRPC. Failures raise (after retries), never 0."""
 
+    remote = True  # as RemoteRewardModel's
+
     def __init__(self, url: str = "grpc://127.0.0.1:9000", model: str | None = None, token: str | None = None,
                  application: str = "vlreward", timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5):
         if not url.startswith(SCHEME):
@@ -52,8 +54,9 @@ class GrpcRewardModel:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._connect()
         infos = self._call("Models", rpc.ModelsRequest()).models
-        choose_model(self, [{field.name: getattr(info, field.name) for field in info.DESCRIPTOR.fields}
-                            for info in infos], model)
+        plain = lambda value: value if isinstance(value, (str, bool, int, float)) else list(value)  # noqa: E731
+        choose_model(self, [{field.name: plain(getattr(info, field.name)) for field in info.DESCRIPTOR.fields}
+                            for info in infos], model)  # plain values: the client pickles (rl.offload)
 
     def _connect(self) -> None:
         unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]

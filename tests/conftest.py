@@ -32,13 +32,11 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    import ray
-
-    from serve.app import init_ray
+    from serve.app import init_ray, stop_local
 
     init_ray(num_cpus=4, _system_config={"metrics_report_interval_ms": 1000})  # metrics reach Prometheus in ~1 s
     yield
-    ray.shutdown()
+    stop_local()  # HAProxy and its files in /tmp go too
 
 
 @pytest.fixture(scope="session")
