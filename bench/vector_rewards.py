@@ -71,7 +71,7 @@ def vector_row(args: Args, label: str, model=None, relabel: str | None = None, s
             if relabel == "episode" and row == args.rollout - 1:
                 envs.fill(buffer, first + t - row)
 
-    run(min(32, args.rollout))  # warm-up
+    run(args.rollout)  # warm-up: one rollout and its fill (the scoring helper process started, as in SB3's rows)
     wait_before, load_before = getattr(envs, "wait_s", 0.0), os.getloadavg()[0]
     start = time.perf_counter()
     run(args.steps)

@@ -79,6 +79,7 @@ class DelayedRewards:
                              "video (rewards.scores_in_segments); use segments=False")
         self.mix, self.segments, self.segment = mix, segments, segment
         self._submitter = EpisodeSubmitter(lambda: model)
+        self._submitter.model()  # a service client's helper process starts now, while the envs reset
         self.episodes: list[_Episode | None] = [None] * num_envs
         self._ended: list[tuple[int, _Episode]] = []
         self._deliveries: list[_Delivery] = []
