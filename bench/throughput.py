@@ -83,6 +83,7 @@ VARIANTS = {
     "service, access log": ({"access_log": True}, {}),
     "service, 2 torch threads": ({"torch_threads": 2}, {}),  # the replica's model on both cores, as the naive peer
     "service, 1 batch at once, 2 torch threads": ({"concurrent_batches": 1, "torch_threads": 2}, {}),  # the peer's way
+    "service, 2 torch threads for a lone request": ({"lone_request_threads": 2}, {}),  # 1 under load
     "service, python proxy": (PYTHON, {}),
     "before (python proxy, 1 batch at once, access log)": ({**PYTHON, "concurrent_batches": 1, "access_log": True}, {}),
 }

@@ -43,6 +43,9 @@ class ModelSpec(BaseModel):
     max_batch_frames: int = Field(4096, ge=1, description="frames per cross-request batch")
     torch_threads: int | None = Field(None, ge=1, description="torch threads of a CPU replica; unset: Ray's default "
                                       "(from num_cpus, usually 1)")
+    lone_request_threads: int | None = Field(None, ge=1, description="torch threads of a CPU batch holding the "
+                                             "replica's only request (a lone client's latency: the cores idle "
+                                             "otherwise); unset: as torch_threads")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests once one "
                                         "arrives; 0: it runs at once, and requests arriving meanwhile form the next")
     concurrent_batches: int = Field(2, ge=1, description="batches a replica runs at once: 2 lets the next batch "
@@ -225,6 +228,7 @@ def bind_app(args: dict | ServeArgs, cpus: float | None) -> Application:
             logging_config=logging,
             user_config={"max_batch_frames": max(spec.max_batch_frames, args.max_frames),
                          "batch_wait_timeout_s": spec.batch_wait_timeout_s, "torch_threads": threads[spec.key],
+                         "lone_request_threads": spec.lone_request_threads or 0,
                          "concurrent_batches": spec.concurrent_batches},
             **scaling,
         ), (spec.model, args.model_root, args.goal_cache_size, spec.precision)

@@ -113,15 +113,18 @@ class ModelReplica:
         model = load_model(model_name, device=device, model_root=model_root)
         self.metrics = ModelMetrics(model.name)
         self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
-        self.trimmer = HeapTrimmer()
+        self.trimmer = HeapTrimmer()  # its in_flight: the requests in this replica
+        self.threads = self.lone_request_threads = torch.get_num_threads()  # Ray's default, from the CPU request
 
     def reconfigure(self, config: dict) -> None:
         """Retune cross-request batching and, on CPU, the model's torch threads (user_config) without a restart.
 
         torch_threads 0 keeps Ray's default (OMP_NUM_THREADS from the CPU request, usually 1 thread); with
-        concurrent_batches 2, a batch can run while the previous one still does, each on torch's threads."""
-        if self.device == "cpu" and config.get("torch_threads"):
-            torch.set_num_threads(int(config["torch_threads"]))
+        concurrent_batches 2, a batch can run while the previous one still does, each on torch's threads. A batch
+        holding the replica's only request runs on lone_request_threads (0: as the others): one client's request
+        would leave the other cores idle, while under load batches and HTTP work share them."""
+        self.threads = int(config.get("torch_threads") or 0) or self.threads
+        self.lone_request_threads = int(config.get("lone_request_threads") or 0) or self.threads
         for batched in (self._score_batch, self._step_batch):
             batched.set_max_batch_size(config["max_batch_frames"])
             batched.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
@@ -150,8 +153,12 @@ class ModelReplica:
     async def score_steps(self, frames: np.ndarray, goals: Sequence[Goal],
                           states: Sequence[StepState | None]) -> tuple[list[float], list[StepState]]:
         """One new frame per stream; steps of concurrent requests share one model call."""
-        rewards, next_states = raised(await self._step_batch((frames, [self.service.embed_goal(g) for g in goals],
-                                                              states)))
+        self.trimmer.begin(frames.nbytes)
+        try:
+            rewards, next_states = raised(await self._step_batch((frames, [self.service.embed_goal(g) for g in goals],
+                                                                  states)))
+        finally:
+            self.trimmer.end()
         return rewards.tolist(), next_states
 
     async def evaluate(self, rows: list[dict]) -> dict:
@@ -173,6 +180,8 @@ class ModelReplica:
 
     def _timed(self, items: list, run: Callable[[list], list]) -> list:
         """run(items) under the replica's autocast, off the event loop so the next batch fills meanwhile."""
+        if self.device == "cpu":  # this thread's own OpenMP team: a batch running beside it keeps its own
+            torch.set_num_threads(self.lone_request_threads if self.trimmer.in_flight == 1 else self.threads)
         start = time.perf_counter()
         # one autocast per call: the context keeps state while entered, and concurrent batches enter it at once
         with torch.autocast(self.device, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
@@ -191,7 +200,8 @@ def set_concurrent_batches(batched, count: int) -> None:
         lazy._queue.max_concurrent_batches, lazy._queue.semaphore = count, asyncio.Semaphore(count)
 
 
-BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_threads": 0, "concurrent_batches": 1}
+BATCHING = {"max_batch_frames": 4096, "batch_wait_timeout_s": 0.0, "torch_threads": 0, "lone_request_threads": 0,
+            "concurrent_batches": 1}
 ModelServer = serve.deployment(max_ongoing_requests=64, user_config=BATCHING)(ModelReplica)
 
 
