@@ -15,6 +15,10 @@ from rewards.text import shared_minilm
 
 
 TEXT_CACHE_SIZE = 1024
+#: frames per image-encoder pass on a CPU: a cross-request batch of 512 frames in one pass overflows the caches with
+#: its activations, and LIV embeds its frames about half as fast again in 64-frame passes (measured on 2 cores, 1 and
+#: 2 threads; flat for the small progress critics); a GPU keeps `frames_per_forward`
+CPU_FRAMES_PER_PASS = 64
 
 
 class CriticReward(StreamingMixin):
@@ -44,7 +48,8 @@ class CriticReward(StreamingMixin):
             return self.critic.encode_images(preprocess_frames(chunk, config.image_size, config.mean, config.std,
                                                                device=self.device))
 
-        return embed_in_chunks(encode, frames, self.frames_per_forward)
+        passes = min(self.frames_per_forward, CPU_FRAMES_PER_PASS) if self.device == "cpu" else self.frames_per_forward
+        return embed_in_chunks(encode, frames, passes)
 
     def goal_vectors(self, goals: Sequence[Goal]) -> list[torch.Tensor]:
         """Each goal's embedding [D] on the device. A goal several trajectories or streams share (an RL batch, a
