@@ -26,8 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rewards import Goal, RewardModel, Score, VLRewardError
-from rewards import errors
+from rewards import Goal, RewardModel, Score, VLRewardError, errors
 
 #: the attributes adapters read from a model (`rl.inputs`, `rewards.scores_in_segments`), copied to the stand-in
 _DESCRIPTION = ("name", "version", "goal_kinds", "segments")

@@ -195,7 +195,7 @@ class _Calls:
 class RemoteRewardModel(_Calls, StreamingMixin):
     """A model held by a vlreward service, called synchronously. Failures raise (after retries), never 0."""
 
-    remote = True  # computed elsewhere; rebuilt from its pickle (rl.offload makes the RL side's calls elsewhere too)
+    remote = True  # computed elsewhere; rebuilt from its state (rl.offload makes the RL side's calls elsewhere)
 
     def __init__(self, url: str = "http://127.0.0.1:8000", model: str | None = None, token: str | None = None,
                  timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5, max_in_flight: int = 8):

@@ -114,7 +114,8 @@ class ModelReplica:
         self.metrics = ModelMetrics(model.name)
         self.service = RewardService(model, goal_cache_size, on_goal_lookup=self.metrics.goal_lookup)
         self.trimmer = HeapTrimmer()  # its in_flight: the requests in this replica
-        self.threads = self.lone_request_threads = torch.get_num_threads()  # Ray's default, from the CPU request
+        self.default_threads = torch.get_num_threads()  # Ray's, from the CPU request (OMP_NUM_THREADS)
+        self.threads = self.lone_request_threads = self.default_threads
 
     def reconfigure(self, config: dict) -> None:
         """Retune cross-request batching and, on CPU, the model's torch threads (user_config) without a restart.
@@ -123,7 +124,7 @@ class ModelReplica:
         concurrent_batches 2, a batch can run while the previous one still does, each on torch's threads. A batch
         holding the replica's only request runs on lone_request_threads (0: as the others): one client's request
         would leave the other cores idle, while under load batches and HTTP work share them."""
-        self.threads = int(config.get("torch_threads") or 0) or self.threads
+        self.threads = int(config.get("torch_threads") or 0) or self.default_threads
         self.lone_request_threads = int(config.get("lone_request_threads") or 0) or self.threads
         for batched in (self._score_batch, self._step_batch):
             batched.set_max_batch_size(config["max_batch_frames"])
